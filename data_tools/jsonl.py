@@ -1,0 +1,146 @@
+"""JSON Lines I/O: one record per line, UTF-8, never a half-written file.
+
+Two ways to write, matching the two kinds of output in this project:
+
+* `write_jsonl_atomic` / `atomic_write_text` for files produced in one go (datasets,
+  reports): written to a temp file in the same folder, then `os.replace`d.
+* `append_jsonl` for files that grow while a long job runs (labels, predictions):
+  one `write()` per whole line, flushed and fsynced, so a crash leaves at most a torn
+  last line, which `drop_torn_tail` removes before the job resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class JsonlError(ValueError):
+    """A line of a JSONL file that cannot be used; the message starts with `file:line:`."""
+
+
+def dumps_line(obj: Any) -> str:
+    """One JSONL line: compact-ish JSON, real UTF-8 characters, trailing newline."""
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_number, object)` for every non-blank line; 1-based line numbers.
+
+    Raises `JsonlError("file:line: ...")` on a line that is not a JSON object.
+    """
+    path = Path(path)
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JsonlError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                    "fix or delete this line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise JsonlError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield lineno, obj
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[Any]) -> int:
+    """Write all `rows` as JSONL atomically; returns the number of rows written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                fh.write(dumps_line(row))
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def append_jsonl(path: str | Path, row: Any, *, fsync: bool = True) -> None:
+    """Append one whole line with a single `write()`; safe against crashes mid-job."""
+    data = dumps_line(row).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # pragma: no cover - only on a full disk
+            raise OSError(f"{path}: short write ({written} of {len(data)} bytes); disk full?")
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def drop_torn_tail(path: str | Path) -> bool:
+    """Remove a torn last line (no trailing newline, or not valid JSON) left by a crash.
+
+    Returns True when something was dropped. Lines before the last are not touched:
+    a bad line in the middle is a real error and is reported by `read_jsonl`.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        # find the start of the last line
+        block = 1 << 16
+        pos = size
+        tail = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            tail = fh.read(step) + tail
+            stripped = tail[:-1] if tail.endswith(b"\n") else tail
+            if b"\n" in stripped:
+                break
+        body = tail[:-1] if tail.endswith(b"\n") else tail
+        cut = body.rfind(b"\n")
+        last_start = (pos + cut + 1) if cut >= 0 else 0
+        fh.seek(last_start)
+        last = fh.read()
+        ok = last.endswith(b"\n")
+        if ok:
+            try:
+                json.loads(last.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                ok = not last.strip()
+        if ok:
+            return False
+        fh.truncate(last_start)
+    log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", path, len(last))
+    return True

@@ -1,0 +1,441 @@
+"""An async client for OpenAI-compatible chat endpoints (FastDeploy, vLLM, hosted ERNIE).
+
+Why httpx and not ``openai.AsyncOpenAI``: the retry policy is the point of this module. The
+``openai`` package retries inside the call and hides how many attempts it made, always sends a
+retry to the same base URL, and treats a timeout budget per attempt. Here one explicit loop owns
+it: each attempt goes to the next base URL (round robin, so a retry lands on another server),
+``Retry-After`` is honoured, 401/403 stop at once, other 4xx come back as ``RequestRejected``
+so the caller can adapt (a smaller image), and the result says how many attempts it took.
+
+API (stable; the labeler, the inference backends and the baseline use it)
+--------------------------------------------------------------------------
+``ClientConfig(base_urls, model, api_key_env="OPENAI_API_KEY", api_key=None, timeout_s=120.0,
+connect_timeout_s=10.0, max_attempts=6, backoff_base_s=1.0, backoff_max_s=30.0,
+max_retry_after_s=120.0, max_concurrency=None, extra_body={}, temperature=None, max_tokens=None,
+headers={})``
+    ``base_urls`` end in ``/v1`` (``http://host:8180/v1``); a single string is accepted.
+    The key is ``api_key`` if given, else the environment variable ``api_key_env`` (absent: no
+    ``Authorization`` header, as a local FastDeploy/vLLM server needs none).
+    ``max_concurrency`` bounds the requests in flight from this client (None: unbounded);
+    ``extra_body`` is merged into every request body (e.g. ``{"enable_thinking": False}`` or
+    ``{"chat_template_kwargs": {"enable_thinking": False}}``). ``ClientConfig.from_dict(d)``
+    builds one from a YAML mapping (unknown keys raise).
+
+``AsyncChatClient(config, *, transport=None, rng=None)`` (async context manager)
+    ``await chat(messages, *, max_tokens=None, temperature=None, extra_body=None,
+    timeout_s=None, model=None) -> ChatResult``; ``await list_models() -> list[str]``;
+    ``await aclose()``.
+
+``SyncChatClient(config)``: the same ``chat``/``list_models`` as blocking calls (its own event
+loop; not thread-safe; not usable inside a running event loop). ``chat_once(config, messages)``
+for one-off calls.
+
+``ChatResult(text, finish_reason, usage, latency_s, attempts, base_url, model,
+attempt_latency_s, errors)``: ``latency_s`` is the wall time of the whole call, backoff
+included; ``attempt_latency_s`` that of the successful attempt; ``errors`` the reasons of the
+failed attempts before it.
+
+Errors (all ``LLMError`` with ``.reason``, ``.status``, ``.attempts``, ``.base_url``):
+``FatalLLMError`` (401/403: wrong key or no access: stop the run), ``RequestRejected`` (other
+4xx: retrying the same request will not help; ``.body`` has the server's message),
+``RetriesExhausted`` (429/5xx/timeouts/connection errors on every attempt).
+
+Message helpers: ``image_part(data, mime="image/jpeg")``, ``user_message(text, images=())``.
+
+Retry policy: 429, 408, 409, 5xx, timeouts, connection errors and malformed 200 envelopes are
+retried up to ``max_attempts`` in all. The delay before attempt ``n+1`` is ``Retry-After``
+(``retry-after-ms`` or ``Retry-After`` seconds, capped at ``max_retry_after_s``) when the server
+sent one, else exponential backoff with equal jitter:
+``d = min(backoff_max_s, backoff_base_s * 2**(n-1)); delay = d/2 + uniform(0, d/2)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+FATAL_STATUSES = frozenset({401, 403})
+
+
+# ---------------------------------------------------------------- errors
+class LLMError(RuntimeError):
+    """A chat call that did not give an answer."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        attempts: int = 0,
+        base_url: str = "",
+        body: str = "",
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.attempts = attempts
+        self.base_url = base_url
+        self.body = body
+
+
+class FatalLLMError(LLMError):
+    """401/403: the key is wrong or lacks access; every further call would fail too."""
+
+
+class RequestRejected(LLMError):
+    """A 4xx other than 401/403/408/409/429: this request as sent will not succeed."""
+
+
+class RetriesExhausted(LLMError):
+    """Every attempt failed with a retryable error."""
+
+
+# ---------------------------------------------------------------- config and result
+@dataclass
+class ClientConfig:
+    base_urls: list[str]
+    model: str
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key: str | None = None
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    max_attempts: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    max_concurrency: int | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base_urls, str):
+            self.base_urls = [self.base_urls]
+        self.base_urls = [u.rstrip("/") for u in self.base_urls]
+        if not self.base_urls:
+            raise ValueError("ClientConfig.base_urls is empty: give at least one URL ending in /v1")
+        for u in self.base_urls:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"base URL {u!r} must start with http:// or https://")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "client") -> ClientConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+    def resolve_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str | None
+    usage: dict[str, Any]
+    latency_s: float
+    attempts: int
+    base_url: str
+    model: str
+    attempt_latency_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- message helpers
+def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
+    """An OpenAI ``image_url`` content part carrying ``data`` as a base64 data URL."""
+    b64 = base64.b64encode(data).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}}
+
+
+def user_message(text: str, images: Iterable[tuple[bytes, str] | bytes] = ()) -> dict[str, Any]:
+    """A user message: images first (as the VL models were trained), then the text."""
+    parts: list[dict[str, Any]] = []
+    for img in images:
+        data, mime = (img, "image/jpeg") if isinstance(img, bytes) else img
+        parts.append(image_part(data, mime))
+    parts.append({"type": "text", "text": text})
+    return {"role": "user", "content": parts}
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:500]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:500]
+        return str(err)[:500]
+    return str(data)[:500]
+
+
+# ---------------------------------------------------------------- the client
+class AsyncChatClient:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._rng = rng or random.Random()
+        self._rr = itertools.cycle(range(len(config.base_urls)))
+        limit = config.max_concurrency or 256
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            headers=self._headers(),
+        )
+        self._sem = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", **self.config.headers}
+        key = self.config.resolve_api_key()
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        elif self.config.api_key_env:
+            log.debug("no API key in $%s; sending no Authorization header", self.config.api_key_env)
+        return h
+
+    async def __aenter__(self) -> AsyncChatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _next_base_url(self) -> str:
+        return self.config.base_urls[next(self._rr)]
+
+    def _backoff(self, attempt: int) -> float:
+        d = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    async def list_models(self) -> list[str]:
+        base = self.config.base_urls[0]
+        resp = await self._http.get(base + "/models")
+        if resp.status_code in FATAL_STATUSES:
+            raise FatalLLMError(
+                f"{base}: HTTP {resp.status_code} {_error_message(resp)}; check the API key",
+                status=resp.status_code,
+                base_url=base,
+            )
+        resp.raise_for_status()
+        return [m.get("id", "") for m in resp.json().get("data", [])]
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        model: str | None = None,
+    ) -> ChatResult:
+        cfg = self.config
+        payload: dict[str, Any] = {"model": model or cfg.model, "messages": list(messages)}
+        mt = max_tokens if max_tokens is not None else cfg.max_tokens
+        if mt is not None:
+            payload["max_tokens"] = mt
+        temp = temperature if temperature is not None else cfg.temperature
+        if temp is not None:
+            payload["temperature"] = temp
+        payload.update(cfg.extra_body)
+        if extra_body:
+            payload.update(extra_body)
+        timeout = (
+            httpx.Timeout(timeout_s, connect=min(timeout_s, cfg.connect_timeout_s))
+            if timeout_s is not None
+            else httpx.USE_CLIENT_DEFAULT
+        )
+        t_start = time.monotonic()
+        errors: list[str] = []
+        base = ""
+        for attempt in range(1, cfg.max_attempts + 1):
+            base = self._next_base_url()
+            delay: float | None = None
+            t_attempt = time.monotonic()
+            try:
+                if self._sem is not None:
+                    async with self._sem:
+                        resp = await self._http.post(
+                            base + "/chat/completions", json=payload, timeout=timeout
+                        )
+                else:
+                    resp = await self._http.post(
+                        base + "/chat/completions", json=payload, timeout=timeout
+                    )
+            except httpx.TimeoutException as e:
+                errors.append(f"timeout ({type(e).__name__}) at {base}")
+            except httpx.TransportError as e:
+                errors.append(f"connection error ({type(e).__name__}: {e}) at {base}")
+            else:
+                status = resp.status_code
+                if status == 200:
+                    result = self._parse_ok(resp, base)
+                    if isinstance(result, str):
+                        errors.append(result)
+                    else:
+                        text, finish, usage, used_model = result
+                        now = time.monotonic()
+                        return ChatResult(
+                            text=text,
+                            finish_reason=finish,
+                            usage=usage,
+                            latency_s=now - t_start,
+                            attempts=attempt,
+                            base_url=base,
+                            model=used_model,
+                            attempt_latency_s=now - t_attempt,
+                            errors=errors,
+                        )
+                elif status in FATAL_STATUSES:
+                    raise FatalLLMError(
+                        f"{base}: HTTP {status} {_error_message(resp)}. The API key "
+                        f"(${cfg.api_key_env or 'api_key'}) is missing, wrong or lacks access "
+                        f"to model {payload['model']!r}; fix it and rerun (finished work is kept).",
+                        status=status,
+                        attempts=attempt,
+                        base_url=base,
+                        body=resp.text[:2000],
+                    )
+                elif status in RETRY_STATUSES:
+                    errors.append(f"HTTP {status} {_error_message(resp)[:200]} at {base}")
+                    delay = _retry_after(resp.headers)
+                    if delay is not None:
+                        delay = min(delay, cfg.max_retry_after_s)
+                else:
+                    raise RequestRejected(
+                        f"HTTP {status} {_error_message(resp)}",
+                        status=status,
+                        attempts=attempt,
+                        base_url=base,
+                        body=resp.text[:2000],
+                    )
+            if attempt < cfg.max_attempts:
+                wait = delay if delay is not None else self._backoff(attempt)
+                log.debug("attempt %d failed (%s); retrying in %.2fs", attempt, errors[-1], wait)
+                await asyncio.sleep(wait)
+        raise RetriesExhausted(
+            f"{cfg.max_attempts} attempt(s) failed; last: {errors[-1] if errors else '?'}",
+            attempts=cfg.max_attempts,
+            base_url=base,
+            body="\n".join(errors),
+        )
+
+    @staticmethod
+    def _parse_ok(
+        resp: httpx.Response, base: str
+    ) -> tuple[str, str | None, dict[str, Any], str] | str:
+        """The answer of a 200, or a reason string when the envelope is malformed."""
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            text = message.get("content")
+            if isinstance(text, list):  # some servers return content parts
+                text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+            if text is None:
+                text = ""
+            return (
+                str(text),
+                choice.get("finish_reason"),
+                dict(data.get("usage") or {}),
+                str(data.get("model", "")),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            return f"malformed 200 response ({type(e).__name__}: {e}) at {base}"
+
+
+class SyncChatClient:
+    """Blocking wrapper around ``AsyncChatClient`` with its own event loop."""
+
+    def __init__(self, config: ClientConfig, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = self._loop.run_until_complete(self._make(config, kwargs))
+
+    @staticmethod
+    async def _make(config: ClientConfig, kwargs: dict[str, Any]) -> AsyncChatClient:
+        return AsyncChatClient(config, **kwargs)
+
+    @property
+    def config(self) -> ClientConfig:
+        return self._client.config
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
+        return self._loop.run_until_complete(self._client.chat(messages, **kwargs))
+
+    def list_models(self) -> list[str]:
+        return self._loop.run_until_complete(self._client.list_models())
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._client.aclose())
+            self._loop.close()
+
+    def __enter__(self) -> SyncChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def chat_once(config: ClientConfig, messages: Sequence[Mapping[str, Any]], **kw: Any) -> ChatResult:
+    """One blocking call with a fresh client."""
+    with SyncChatClient(config) as c:
+        return c.chat(messages, **kw)

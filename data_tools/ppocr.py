@@ -1,0 +1,392 @@
+"""Offline PP-OCRv6 for PaddleOCR: model dirs built from the ONNX files in the rapidocr wheel.
+
+No model hub is reachable from our machines, but the ``rapidocr`` wheel ships the
+PP-OCRv6 *small* detection and recognition networks as ONNX files. PaddleOCR (through
+PaddleX) runs ONNX models with ``engine="onnxruntime"`` from a local model dir that holds
+
+    inference.onnx   the network
+    inference.yml    ``Global.model_name`` (must be a name PaddleX knows, here
+                     ``PP-OCRv6_small_det`` / ``PP-OCRv6_small_rec``), the pre- and
+                     post-processing; for recognition also ``PostProcess.character_dict``,
+                     which we read from the ONNX metadata key ``character``.
+
+Public API (stable; other modules build on it):
+
+- :func:`build_model_dirs` -> :class:`PPOCRModelDirs`: writes (once, atomically) the two
+  model dirs under a cache folder and returns their paths.
+- :func:`create_paddleocr`: a ``paddleocr.PaddleOCR`` pipeline (detection + recognition)
+  on those dirs, ``engine="onnxruntime"``; ``preset="server"`` selects the
+  PP-OCRv6 medium models by name instead (downloaded by PaddleOCR; for GPU users).
+- :func:`create_text_detector` / :func:`create_text_recognizer`: the single models
+  (``paddleocr.TextDetection`` / ``paddleocr.TextRecognition``) on the same dirs.
+- :func:`ocr_lines` runs a pipeline on one image -> ``list[OcrLine]``;
+  :func:`reading_order` sorts lines top-to-bottom, left-to-right (lines whose vertical
+  centres fall inside the same row band form one row); :func:`lines_to_text` joins them.
+
+Example::
+
+    from data_tools.ppocr import create_paddleocr, ocr_lines, lines_to_text
+    ocr = create_paddleocr()
+    lines = ocr_lines(ocr, "invoice.jpg")
+    print(lines_to_text(lines))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+DET_MODEL_NAME = "PP-OCRv6_small_det"
+REC_MODEL_NAME = "PP-OCRv6_small_rec"
+SERVER_DET_MODEL_NAME = "PP-OCRv6_medium_det"
+SERVER_REC_MODEL_NAME = "PP-OCRv6_medium_rec"
+RAPIDOCR_DET_FILE = "PP-OCRv6_det_small.onnx"
+RAPIDOCR_REC_FILE = "PP-OCRv6_rec_small.onnx"
+REC_IMAGE_SHAPE = (3, 48, 320)
+MODEL_FILE = "inference.onnx"
+CONFIG_FILE = "inference.yml"
+PRESETS = ("small-onnx", "server")
+
+
+class PPOCRSetupError(RuntimeError):
+    """The offline PP-OCR model dirs cannot be built (rapidocr or onnxruntime missing...)."""
+
+
+@dataclass(frozen=True)
+class PPOCRModelDirs:
+    """Two PaddleX model dirs (``inference.onnx`` + ``inference.yml`` each)."""
+
+    det: Path
+    rec: Path
+    det_model_name: str = DET_MODEL_NAME
+    rec_model_name: str = REC_MODEL_NAME
+
+
+@dataclass
+class OcrLine:
+    """One recognised text line: text, confidence and its box in image pixels."""
+
+    text: str
+    score: float
+    box: tuple[float, float, float, float]  # x_min, y_min, x_max, y_max
+    poly: list[tuple[float, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "score": round(float(self.score), 5),
+            "box": [round(float(v), 1) for v in self.box],
+            "poly": [[round(float(x), 1), round(float(y), 1)] for x, y in self.poly],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OcrLine:
+        return cls(
+            text=str(d["text"]),
+            score=float(d.get("score", 1.0)),
+            box=tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
+            poly=[(float(x), float(y)) for x, y in d.get("poly", [])],
+        )
+
+
+# ---------------------------------------------------------------- model dirs
+def rapidocr_onnx_files() -> tuple[Path, Path]:
+    """The PP-OCRv6 small det/rec ONNX files shipped inside the installed rapidocr wheel."""
+    try:
+        import rapidocr
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise PPOCRSetupError(
+            "rapidocr is not installed; `pip install rapidocr` (it ships the PP-OCRv6 ONNX "
+            "weights) or pass your own model dirs"
+        ) from e
+    models = Path(rapidocr.__file__).parent / "models"
+    det, rec = models / RAPIDOCR_DET_FILE, models / RAPIDOCR_REC_FILE
+    for p in (det, rec):
+        if not p.is_file():
+            raise PPOCRSetupError(
+                f"{p} not found: this rapidocr version does not ship PP-OCRv6 small ONNX "
+                "files; install rapidocr 3.10 (see requirements/cpu.txt)"
+            )
+    return det, rec
+
+
+def rec_character_dict(onnx_path: Path) -> list[str]:
+    """The recognition dictionary stored in the ONNX metadata key ``character``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    if "character" not in meta:
+        raise PPOCRSetupError(f"{onnx_path}: no 'character' metadata key (not a PP-OCR rec model?)")
+    chars = meta["character"].split("\n")
+    n_out = sess.get_outputs()[0].shape[-1]
+    # CTC output = blank + dictionary + space (PaddleX appends the space itself).
+    if isinstance(n_out, int) and n_out != len(chars) + 2:
+        raise PPOCRSetupError(
+            f"{onnx_path}: dictionary has {len(chars)} entries but the model outputs "
+            f"{n_out} classes (expected {len(chars) + 2})"
+        )
+    return chars
+
+
+def det_config(model_name: str = DET_MODEL_NAME) -> dict[str, Any]:
+    """``inference.yml`` of a DB text detector, in the layout PaddleX exports."""
+    return {
+        "Global": {"model_name": model_name},
+        "PreProcess": {
+            "transform_ops": [
+                {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}},
+                {"DetLabelEncode": None},
+                {"DetResizeForTest": {"resize_long": 960}},
+                {
+                    "NormalizeImage": {
+                        "mean": [0.485, 0.456, 0.406],
+                        "std": [0.229, 0.224, 0.225],
+                        "scale": 1.0 / 255.0,
+                        "order": "hwc",
+                    }
+                },
+                {"ToCHWImage": None},
+                {"KeepKeys": {"keep_keys": ["image", "shape", "polys", "ignore_tags"]}},
+            ]
+        },
+        "PostProcess": {
+            "name": "DBPostProcess",
+            "thresh": 0.3,
+            "box_thresh": 0.6,
+            "max_candidates": 1000,
+            "unclip_ratio": 1.5,
+        },
+    }
+
+
+def rec_config(characters: list[str], model_name: str = REC_MODEL_NAME) -> dict[str, Any]:
+    """``inference.yml`` of a CTC text recogniser, in the layout PaddleX exports."""
+    return {
+        "Global": {"model_name": model_name},
+        "PreProcess": {
+            "transform_ops": [
+                {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}},
+                {"MultiLabelEncode": {"gtc_encode": "NRTRLabelEncode"}},
+                {"RecResizeImg": {"image_shape": list(REC_IMAGE_SHAPE)}},
+                {"KeepKeys": {"keep_keys": ["image", "label_ctc", "label_gtc", "length"]}},
+            ]
+        },
+        "PostProcess": {"name": "CTCLabelDecode", "character_dict": characters},
+    }
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/invoice-kie/ppocr`` (``~/.cache/...`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "invoice-kie" / "ppocr"
+
+
+def _fingerprint(*files: Path) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:12]
+
+
+def _write_model_dir(target: Path, onnx: Path, config: dict[str, Any]) -> None:
+    """Write ``target`` as a whole: build in a temp dir beside it, then rename."""
+    if (target / MODEL_FILE).is_file() and (target / CONFIG_FILE).is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        try:
+            os.link(onnx, tmp / MODEL_FILE)
+        except OSError:
+            shutil.copyfile(onnx, tmp / MODEL_FILE)
+        text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+        (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process finished first (target exists and is not empty): keep theirs.
+            if not (target / CONFIG_FILE).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_model_dirs(cache_dir: Path | str | None = None) -> PPOCRModelDirs:
+    """Create (once) the PaddleX model dirs for PP-OCRv6 small det/rec; return their paths.
+
+    Dirs live under ``cache_dir/<fingerprint of the ONNX files>/`` so a rapidocr upgrade
+    gets fresh dirs. Safe to call from several processes at once.
+    """
+    det_onnx, rec_onnx = rapidocr_onnx_files()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = root / _fingerprint(det_onnx, rec_onnx)
+    dirs = PPOCRModelDirs(det=root / DET_MODEL_NAME, rec=root / REC_MODEL_NAME)
+    _write_model_dir(dirs.det, det_onnx, det_config())
+    if not (dirs.rec / CONFIG_FILE).is_file():
+        _write_model_dir(dirs.rec, rec_onnx, rec_config(rec_character_dict(rec_onnx)))
+    log.debug("PP-OCR model dirs: %s, %s", dirs.det, dirs.rec)
+    return dirs
+
+
+# ---------------------------------------------------------------- factories
+def _engine_kwargs(preset: str, device: str, cpu_threads: int | None) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown PP-OCR preset {preset!r}; choose one of {PRESETS}")
+    if preset == "server":
+        return {"device": device}
+    cfg: dict[str, Any] = {}
+    if cpu_threads:
+        cfg["intra_op_num_threads"] = int(cpu_threads)
+    kw: dict[str, Any] = {"engine": "onnxruntime", "device": device}
+    if cfg:
+        kw["engine_config"] = cfg
+    return kw
+
+
+def create_paddleocr(
+    model_dirs: PPOCRModelDirs | None = None,
+    *,
+    preset: str = "small-onnx",
+    device: str = "cpu",
+    cpu_threads: int | None = None,
+    cache_dir: Path | str | None = None,
+    **overrides: Any,
+) -> Any:
+    """A ``paddleocr.PaddleOCR`` text pipeline (detection + recognition, no doc preprocessing).
+
+    ``preset="small-onnx"`` (default): PP-OCRv6 small from the rapidocr wheel, offline,
+    ``engine="onnxruntime"``. ``preset="server"``: PP-OCRv6 medium by name (PaddleOCR fetches
+    the weights; use with ``device="gpu:0"``). ``overrides`` go to ``PaddleOCR`` unchanged
+    (e.g. ``text_det_limit_side_len=960, text_det_limit_type="max"`` for speed).
+    """
+    from paddleocr import PaddleOCR
+
+    kw: dict[str, Any] = {
+        "use_doc_orientation_classify": False,
+        "use_doc_unwarping": False,
+        "use_textline_orientation": False,
+        **_engine_kwargs(preset, device, cpu_threads),
+    }
+    if preset == "server":
+        kw["text_detection_model_name"] = SERVER_DET_MODEL_NAME
+        kw["text_recognition_model_name"] = SERVER_REC_MODEL_NAME
+    else:
+        dirs = model_dirs or build_model_dirs(cache_dir)
+        kw["text_detection_model_name"] = dirs.det_model_name
+        kw["text_detection_model_dir"] = str(dirs.det)
+        kw["text_recognition_model_name"] = dirs.rec_model_name
+        kw["text_recognition_model_dir"] = str(dirs.rec)
+    kw.update(overrides)
+    return PaddleOCR(**kw)
+
+
+def create_text_detector(
+    model_dirs: PPOCRModelDirs | None = None,
+    *,
+    device: str = "cpu",
+    cpu_threads: int | None = None,
+    cache_dir: Path | str | None = None,
+    **overrides: Any,
+) -> Any:
+    """``paddleocr.TextDetection`` on the offline PP-OCRv6 small det model.
+
+    ``det.predict(path_or_bgr_array)`` -> results with ``res["dt_polys"]`` (N x 4 x 2 int)
+    and ``res["dt_scores"]``.
+    """
+    from paddleocr import TextDetection
+
+    dirs = model_dirs or build_model_dirs(cache_dir)
+    kw = _engine_kwargs("small-onnx", device, cpu_threads)
+    kw.update(overrides)
+    return TextDetection(model_name=dirs.det_model_name, model_dir=str(dirs.det), **kw)
+
+
+def create_text_recognizer(
+    model_dirs: PPOCRModelDirs | None = None,
+    *,
+    device: str = "cpu",
+    cpu_threads: int | None = None,
+    cache_dir: Path | str | None = None,
+    **overrides: Any,
+) -> Any:
+    """``paddleocr.TextRecognition`` on the offline PP-OCRv6 small rec model.
+
+    ``rec.predict(line_crop_bgr)`` -> results with ``res["rec_text"]`` and ``res["rec_score"]``.
+    """
+    from paddleocr import TextRecognition
+
+    dirs = model_dirs or build_model_dirs(cache_dir)
+    kw = _engine_kwargs("small-onnx", device, cpu_threads)
+    kw.update(overrides)
+    return TextRecognition(model_name=dirs.rec_model_name, model_dir=str(dirs.rec), **kw)
+
+
+# ---------------------------------------------------------------- running
+def _poly_box(poly: Sequence[Sequence[float]]) -> tuple[float, float, float, float]:
+    xs = [float(p[0]) for p in poly]
+    ys = [float(p[1]) for p in poly]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def ocr_lines(ocr: Any, image: str | Path | Any, *, min_score: float = 0.0) -> list[OcrLine]:
+    """Run a PaddleOCR pipeline on one image (path or BGR array); lines in reading order."""
+    src = str(image) if isinstance(image, (str, Path)) else image
+    results = list(ocr.predict(src))
+    lines: list[OcrLine] = []
+    for res in results:
+        texts = res["rec_texts"]
+        scores = res["rec_scores"]
+        polys = res["rec_polys"]
+        for text, score, poly in zip(texts, scores, polys, strict=True):
+            if not text or float(score) < min_score:
+                continue
+            pts = [(float(x), float(y)) for x, y in poly]
+            lines.append(OcrLine(text=str(text), score=float(score), box=_poly_box(pts), poly=pts))
+    return reading_order(lines)
+
+
+def group_rows(lines: Sequence[OcrLine], *, row_overlap: float = 0.5) -> list[list[OcrLine]]:
+    """Rows top-to-bottom, each sorted left-to-right.
+
+    Lines are taken by vertical centre; a line joins the current row when its centre lies
+    within the row's band of centres widened by ``row_overlap`` x the median line height.
+    """
+    if not lines:
+        return []
+    heights = sorted(max(1.0, ln.box[3] - ln.box[1]) for ln in lines)
+    tol = heights[len(heights) // 2] * row_overlap
+    rows: list[list[OcrLine]] = []
+    band = (0.0, 0.0)
+    for ln in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
+        cy = (ln.box[1] + ln.box[3]) / 2
+        if rows and band[0] - tol <= cy <= band[1] + tol:
+            rows[-1].append(ln)
+            band = (min(band[0], cy), max(band[1], cy))
+        else:
+            rows.append([ln])
+            band = (cy, cy)
+    return [sorted(row, key=lambda ln: ln.box[0]) for row in rows]
+
+
+def reading_order(lines: Sequence[OcrLine], *, row_overlap: float = 0.5) -> list[OcrLine]:
+    """Lines top-to-bottom, left-to-right within a row (see :func:`group_rows`)."""
+    return [ln for row in group_rows(lines, row_overlap=row_overlap) for ln in row]
+
+
+def lines_to_text(lines: Sequence[OcrLine], *, row_sep: str = "\n", col_sep: str = "  ") -> str:
+    """Plain text: one output line per row, the lines of a row joined by ``col_sep``."""
+    return row_sep.join(col_sep.join(ln.text for ln in row) for row in group_rows(lines))
