@@ -121,7 +121,7 @@ def parse_amount_in_words(value: str) -> Decimal | None:
     s = s.removeprefix("负").rstrip("整正")
     if not s:
         return None
-    m = re.fullmatch(r"(?:(.*?)[圆元])?(?:(.)角)?(?:(.)分)?", s)
+    m = re.fullmatch(r"(?:(.*?)[圆元])?零?(?:(.)角)?(?:(.)分)?", s)
     if not m or not any(m.groups()):
         return None
     int_part, jiao, fen = m.groups()

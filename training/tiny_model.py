@@ -62,6 +62,8 @@ USER_SPECIALS = (
 )
 
 # PaddleOCR-VL-0.9B's chat template (1.5/1.6 write "Assistant:\n" instead of "Assistant: ").
+# The image markers are written literally: transformers passes the tokenizer's
+# `image_token` (the placeholder alone) into the template, which would drop them.
 CHAT_TEMPLATE = """\
 {%- if not add_generation_prompt is defined -%}
     {%- set add_generation_prompt = true -%}
@@ -72,16 +74,13 @@ CHAT_TEMPLATE = """\
 {%- if not eos_token is defined -%}
     {%- set eos_token = "</s>" -%}
 {%- endif -%}
-{%- if not image_token is defined -%}
-    {%- set image_token = "<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>" -%}
-{%- endif -%}
 {{- cls_token -}}
 {%- for message in messages -%}
     {%- if message["role"] == "user" -%}
         {{- "User: " -}}
         {%- for content in message["content"] -%}
             {%- if content["type"] == "image" -%}
-                {{ image_token }}
+                {{- "<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>" -}}
             {%- endif -%}
         {%- endfor -%}
         {%- for content in message["content"] -%}
@@ -520,6 +519,9 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _write_model(tmp, seed, spec)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         if out_dir.exists():
             shutil.rmtree(out_dir)  # a stale tiny model (other seed or builder version)
         try:

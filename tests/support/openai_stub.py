@@ -525,15 +525,15 @@ class _Core:
         self.counter += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        status, fault = 200, None
         body: dict[str, Any] | None = None
+        fault: str | None = None
         try:
             try:
                 body = json.loads(raw)
                 if not isinstance(body, dict):
                     raise ValueError("body is not a JSON object")
             except ValueError as e:
-                status = 400
+                self._record(index, headers, None, None, 400, t0)
                 await self._send(writer, 400, _err(f"invalid request body: {e}", "invalid_request"))
                 return True
             loop = asyncio.get_running_loop()
@@ -541,77 +541,83 @@ class _Core:
                 fault = await loop.run_in_executor(None, self.faults.draw, index, body, headers)
             if fault:
                 self.fault_counts[fault] += 1
-            latency = self.latency_s(body) if callable(self.latency_s) else self.latency_s
-
-            async def wait_latency() -> None:
-                left = latency - (time.monotonic() - t0)
-                if left > 0:
-                    await asyncio.sleep(left)
-
             if fault == "hang":
-                status = 0
-                hang = self.faults.hang_s if self.faults else 30.0
-                await asyncio.sleep(hang)
+                self._record(index, headers, body, fault, 0, t0)
+                await asyncio.sleep(self.faults.hang_s if self.faults else 30.0)
+                return False  # close without an answer
+            status, payload, extra = await self._answer(body, fault, index, loop)
+            latency = self.latency_s(body) if callable(self.latency_s) else self.latency_s
+            left = latency - (time.monotonic() - t0)
+            if left > 0:
+                await asyncio.sleep(left)
+            # recorded before the answer leaves, so a client that got it sees the record
+            self._record(index, headers, body, fault, status, t0)
+            if status == 200 and body.get("stream"):
+                await self._stream(writer, body, payload["choices"][0], index)
                 return False
-            if fault == "401":
-                status = 401
-                await wait_latency()
-                await self._send(writer, 401, _err("Incorrect API key provided", "invalid_api_key"))
-                return True
-            if fault == "400_image":
-                status = 400
-                await wait_latency()
-                msg = "Invalid image: the image could not be processed (too large or corrupt)"
-                await self._send(writer, 400, _err(msg, "invalid_image"))
-                return True
-            if fault in ("429", "500", "503"):
-                status = int(fault)
-                await wait_latency()
-                extra = {}
-                if fault == "429":
-                    ra = self.faults.retry_after_s if self.faults else 0.05
-                    extra = {"Retry-After": f"{ra:g}", "retry-after-ms": str(int(ra * 1000))}
-                msg = {"429": "Rate limit reached", "500": "Internal error", "503": "Overloaded"}
-                await self._send(writer, status, _err(msg[fault], f"stub_{fault}"), extra)
-                return True
-            try:
-                if self.responder is None:
-                    reply: str | StubReply = "{}"
-                else:
-                    reply = await loop.run_in_executor(None, self.responder, body)
-            except Exception:
-                status = 500
-                await self._send(writer, 500, _err("responder failed: " + traceback.format_exc()))
-                return True
-            if isinstance(reply, str):
-                reply = StubReply(reply)
-            text, finish = reply.text, reply.finish_reason
-            if fault:
-                text, finish = _fault_text(fault, text)
-            await wait_latency()
-            if body.get("stream"):
-                await self._stream(writer, body, text, finish, index)
-                return False
-            await self._send(writer, 200, self._completion(body, text, finish, index))
+            await self._send(writer, status, payload, extra)
             return True
         finally:
             self.in_flight -= 1
-            headers_rec = {k: v for k, v in headers.items() if k != "authorization"}
-            if "authorization" in headers:
-                headers_rec["authorization"] = "<redacted>"
-            self.records.append(
-                RecordedRequest(
-                    index=index,
-                    method="POST",
-                    path="/v1/chat/completions",
-                    headers=headers_rec,
-                    body=body if self.record_bodies else None,
-                    fault=fault,
-                    status=status,
-                    t_received=t0,
-                    t_done=time.monotonic(),
-                )
+
+    async def _answer(
+        self,
+        body: dict[str, Any],
+        fault: str | None,
+        index: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if fault == "401":
+            return 401, _err("Incorrect API key provided", "invalid_api_key"), {}
+        if fault == "400_image":
+            msg = "Invalid image: the image could not be processed (too large or corrupt)"
+            return 400, _err(msg, "invalid_image"), {}
+        if fault in ("429", "500", "503"):
+            extra: dict[str, str] = {}
+            if fault == "429":
+                ra = self.faults.retry_after_s if self.faults else 0.05
+                extra = {"Retry-After": f"{ra:g}", "retry-after-ms": str(int(ra * 1000))}
+            msg = {"429": "Rate limit reached", "500": "Internal error", "503": "Overloaded"}
+            return int(fault), _err(msg[fault], f"stub_{fault}"), extra
+        try:
+            if self.responder is None:
+                reply: str | StubReply = "{}"
+            else:
+                reply = await loop.run_in_executor(None, self.responder, body)
+        except Exception:
+            return 500, _err("responder failed: " + traceback.format_exc()), {}
+        if isinstance(reply, str):
+            reply = StubReply(reply)
+        text, finish = reply.text, reply.finish_reason
+        if fault:
+            text, finish = _fault_text(fault, text)
+        return 200, self._completion(body, text, finish, index), {}
+
+    def _record(
+        self,
+        index: int,
+        headers: dict[str, str],
+        body: dict[str, Any] | None,
+        fault: str | None,
+        status: int,
+        t0: float,
+    ) -> None:
+        rec_headers = {k: v for k, v in headers.items() if k != "authorization"}
+        if "authorization" in headers:
+            rec_headers["authorization"] = "<redacted>"
+        self.records.append(
+            RecordedRequest(
+                index=index,
+                method="POST",
+                path="/v1/chat/completions",
+                headers=rec_headers,
+                body=body if self.record_bodies else None,
+                fault=fault,
+                status=status,
+                t_received=t0,
+                t_done=time.monotonic(),
             )
+        )
 
     def _completion(self, body: dict[str, Any], text: str, finish: str, index: int) -> dict:
         prompt_tokens = max(1, len(request_text(body)) // 2)
@@ -636,8 +642,9 @@ class _Core:
         }
 
     async def _stream(
-        self, writer: asyncio.StreamWriter, body: dict[str, Any], text: str, finish: str, index: int
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], choice: dict, index: int
     ) -> None:
+        text, finish = choice["message"]["content"], choice["finish_reason"]
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             "Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
@@ -760,7 +767,7 @@ class OpenAIStub:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Chat requests received so far, in arrival order of completion."""
+        """Chat requests answered so far (recorded just before each answer is sent)."""
         if self.mode == "process":
             return [RecordedRequest(**d) for d in self._get("/_stub/requests")]
         return list(self._core.records)
