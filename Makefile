@@ -13,7 +13,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
 
-.PHONY: help setup test test-fast lint format demo dataset bench clean
+.PHONY: help setup fonts lock test test-fast lint format demo dataset bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,19 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --target $(VENV)/.uv uv==0.13.8
 	$(UV) pip sync -q --python $(PY) requirements/cpu.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@$(MAKE) --no-print-directory fonts
 	@touch $(STAMP)
+
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
+fonts:  ## a CJK font for rendering synthetic invoices (Debian fonts-wqy-zenhei; needs root)
+	@if [ -n "$$INVOICE_FONT" ] || [ -f $(CJK_FONT) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing fonts-wqy-zenhei (CJK font for synthetic invoices)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null) \
+		|| echo "warning: could not install fonts-wqy-zenhei; set INVOICE_FONT=/path/to/cjk-font.ttf" >&2; \
+	else \
+		echo "warning: no CJK font at $(CJK_FONT); run 'sudo apt-get install fonts-wqy-zenhei' or set INVOICE_FONT" >&2; \
+	fi
 
 setup: $(STAMP)  ## build .venv with the pinned CPU stack (Paddle, PaddleOCR, PaddleX, PaddleFormers, ...)
 
