@@ -1,0 +1,320 @@
+"""Convert public KIE datasets and raw VLM labels into canonical label records.
+
+    python -m data_tools.convert --format F --src PATH --out labels.jsonl \
+        [--schema S] [--doc-type T] [--image-dir DIR] [--skip-bad] ...
+
+Formats (one reader each in `data_tools/converters/`):
+
+========== ==========================================================================
+vat_ner    published per-image VLM labels `{"image", "data"}` (schema `vat_invoice`)
+wildreceipt MMOCR close-set `train.txt`/`test.txt` + `class_list.txt`
+sroie      ICDAR 2019 SROIE task-3 key files (company/date/address/total)
+cord       CORD-v2 `gt_parse` (HF parquet, Donut metadata.jsonl, or json files)
+xfund      XFUND / FUNSD question→answer links (or PaddleOCR's KIE label lines)
+========== ==========================================================================
+
+Every record goes through the same steps: find its image (the reader's folders, after
+`--image-dir`), turn `null`/`true`/numbers into strings, canonicalise through the schema
+if one applies (the report lands in `meta.canonicalize`), validate the value tree, check
+the id is unique. Image paths are written relative to the output file when the image
+lies under its folder, absolute otherwise. The output is written atomically; a bad input
+stops the run with `file[:line]: what is wrong` unless `--skip-bad` lists and skips it.
+Values are never "fixed": a swapped code or a wrong amount stays, label QA catches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from data_tools.converters import FORMATS
+from data_tools.converters.common import BadItem, ConvertError, ConvertOptions, SourceItem
+from data_tools.records import LabelFormatError, LabelRecord, validate_fields, write_labels
+from data_tools.schema import CanonicalizeReport, Schema, load_schema
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"  # --schema: the format's own default (vat_invoice for vat_ner, else none)
+NO_SCHEMA = "none"
+
+
+@dataclass
+class ConvertConfig:
+    schema: str | None = DEFAULT  # a schema name/path, DEFAULT, or NO_SCHEMA / None
+    doc_type: str | None = None  # default: the schema's doc_type, else the format's
+    id_prefix: str = ""
+    image_dir: Path | None = None
+    extract_images_to: Path | None = None  # default: <out folder>/<out stem>_images
+    class_list: Path | None = None
+    skip_bad: bool = False
+    allow_missing_images: bool = False
+    absolute_image_paths: bool = False
+
+
+@dataclass
+class ConvertSummary:
+    format: str
+    out: Path
+    records: int = 0
+    schema: str | None = None
+    skipped: list[str] = field(default_factory=list)  # "where: what" per skipped input
+    empty: list[str] = field(default_factory=list)  # ids of records with no fields
+    missing_images: list[str] = field(default_factory=list)  # ids kept by --allow-missing-images
+
+
+# ---------------------------------------------------------------- steps
+
+
+def coerce_scalars(value: Any, path: str, changed: list[str]) -> Any:
+    """Numbers → their printed string; `null` → `""` and booleans → `"true"`/`"false"`
+    (those two are listed in `changed`). Other shapes are left for validation."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        changed.append(path)
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if value is None:
+        changed.append(path)
+        return ""
+    if isinstance(value, dict):
+        return {str(k): coerce_scalars(v, f"{path}.{k}", changed) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_scalars(v, f"{path}[{i}]", changed) for i, v in enumerate(value)]
+    return value
+
+
+def locate_image(item: SourceItem, image_dir: Path | None) -> tuple[Path | None, list[Path]]:
+    """The first existing candidate for the item's image, and every path tried."""
+    if item.image_path is not None:
+        return item.image_path, [item.image_path]
+    tried: list[Path] = []
+    for ref in item.image_refs:
+        if Path(ref).is_absolute():
+            tried.append(Path(ref))
+    dirs = ([image_dir] if image_dir is not None else []) + list(item.search_dirs)
+    for folder in dirs:
+        for ref in item.image_refs:
+            p = Path(ref)
+            if p.is_absolute():
+                continue
+            for cand in (folder / p, folder / p.name):
+                if cand not in tried:
+                    tried.append(cand)
+    for cand in tried:
+        if cand.is_file():
+            return cand, tried
+    return None, tried
+
+
+def stored_image_path(image: Path, out: Path, absolute: bool = False) -> str:
+    """Relative to the labels file's folder when the image lies below it, else absolute."""
+    image_abs = Path(os.path.abspath(image))
+    if not absolute:
+        try:
+            return image_abs.relative_to(Path(os.path.abspath(out)).parent).as_posix()
+        except ValueError:
+            pass
+    return image_abs.as_posix()
+
+
+def _missing_image_message(item: SourceItem, tried: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in tried[:4])
+    more = f" and {len(tried) - 4} more" if len(tried) > 4 else ""
+    return (
+        f"image {item.image_refs[0]!r} not found (tried {shown}{more}); pass --image-dir DIR "
+        "(the folder holding the images), or --allow-missing-images to keep the record "
+        "with its expected path"
+    )
+
+
+def _to_record(
+    item: SourceItem,
+    fmt: str,
+    out: Path,
+    schema: Schema | None,
+    doc_type: str,
+    cfg: ConvertConfig,
+    summary: ConvertSummary,
+) -> LabelRecord:
+    """One item → a validated record; raises `ConvertError` naming `item.where`."""
+    if not item.id:
+        raise ConvertError(f"{item.where}: the source gives this document no id")
+    image, tried = locate_image(item, cfg.image_dir)
+    meta: dict[str, Any] = {"source": {"format": fmt, **item.source}}
+    if image is None:
+        if not cfg.allow_missing_images or not tried:
+            raise ConvertError(f"{item.where}: {_missing_image_message(item, tried)}")
+        image = tried[0]
+        meta["image_missing"] = True
+        summary.missing_images.append(cfg.id_prefix + item.id)
+    changed: list[str] = []
+    fields = coerce_scalars(item.fields, "", changed)
+    if changed:
+        meta["coerced"] = [p.lstrip(".") for p in changed]
+    if schema is not None:
+        report = CanonicalizeReport()
+        fields = schema.canonicalize(fields, report)
+        meta["canonicalize"] = {"schema": schema.name, **report.to_dict()}
+    try:
+        validate_fields(fields, where=item.where)
+    except LabelFormatError as exc:
+        raise ConvertError(f"{exc}; fix the source") from None
+    meta.update(item.meta)
+    return LabelRecord(
+        id=cfg.id_prefix + item.id,
+        image=stored_image_path(image, out, cfg.absolute_image_paths),
+        doc_type=doc_type,
+        fields=fields,
+        meta=meta,
+    )
+
+
+# ---------------------------------------------------------------- driver
+
+
+def convert(
+    fmt: str, src: str | Path, out: str | Path, cfg: ConvertConfig | None = None
+) -> ConvertSummary:
+    """Read `src` in format `fmt`, write canonical label records to `out` (atomically)."""
+    cfg = cfg or ConvertConfig()
+    if fmt not in FORMATS:
+        raise ConvertError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    reader = FORMATS[fmt]
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise ConvertError(f"--src {src} does not exist")
+    schema_name = reader.DEFAULT_SCHEMA if cfg.schema == DEFAULT else cfg.schema
+    schema = load_schema(schema_name) if schema_name and schema_name != NO_SCHEMA else None
+    doc_type = cfg.doc_type or (schema.doc_type if schema else reader.DOC_TYPE)
+    opts = ConvertOptions(
+        image_dir=cfg.image_dir,
+        extract_images_to=cfg.extract_images_to or out.parent / f"{out.stem}_images",
+        class_list=cfg.class_list,
+    )
+    summary = ConvertSummary(format=fmt, out=out, schema=schema.name if schema else None)
+
+    def bad(message: str) -> None:
+        if not cfg.skip_bad:
+            if "--skip-bad" not in message:
+                message += " (or pass --skip-bad to skip bad inputs and go on)"
+            raise ConvertError(message)
+        log.warning("skipped: %s", message)
+        summary.skipped.append(message)
+
+    records: list[LabelRecord] = []
+    seen: dict[str, str] = {}
+    items = tqdm(reader.iter_items(src, opts), desc=f"convert {fmt}", unit="doc", disable=None)
+    for item in items:
+        if isinstance(item, BadItem):
+            bad(f"{item}")
+            continue
+        try:
+            rec = _to_record(item, fmt, out, schema, doc_type, cfg, summary)
+        except ConvertError as exc:
+            bad(str(exc))
+            continue
+        if rec.id in seen:
+            bad(
+                f"{item.where}: id {rec.id!r} was already produced by {seen[rec.id]}; ids must "
+                "be unique (remove the duplicate, or convert the sources separately with "
+                "different --id-prefix values)"
+            )
+            continue
+        seen[rec.id] = item.where
+        if not rec.fields:
+            summary.empty.append(rec.id)
+        records.append(rec)
+    if not records:
+        raise ConvertError(
+            f"no records converted from {src} (format {fmt}: {reader.EXPECTS})"
+            + (f"; {len(summary.skipped)} input(s) skipped as bad" if summary.skipped else "")
+        )
+    if summary.empty:
+        log.warning("%d record(s) have no fields, e.g. %s", len(summary.empty), summary.empty[0])
+    summary.records = write_labels(out, records)
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m data_tools.convert",
+        description="Convert a public KIE dataset or raw VLM labels into canonical labels.jsonl.",
+    )
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="source format")
+    p.add_argument("--src", required=True, type=Path, help="source file or folder")
+    p.add_argument("--out", required=True, type=Path, help="labels.jsonl to write")
+    p.add_argument(
+        "--schema",
+        default=DEFAULT,
+        help="schema name or YAML path to canonicalise through; 'none' to keep source keys "
+        "(default: vat_invoice for vat_ner, none for the others)",
+    )
+    p.add_argument("--doc-type", help="doc_type of the records (default: schema's, or format's)")
+    p.add_argument("--id-prefix", default="", help="prefix for every id (when merging sources)")
+    p.add_argument("--image-dir", type=Path, help="folder searched first for the images")
+    p.add_argument(
+        "--extract-images-to",
+        type=Path,
+        help="cord parquet: where embedded images are written (default <out stem>_images/)",
+    )
+    p.add_argument("--class-list", type=Path, help="wildreceipt: class_list.txt to use")
+    p.add_argument("--skip-bad", action="store_true", help="skip and list bad inputs")
+    p.add_argument(
+        "--allow-missing-images",
+        action="store_true",
+        help="keep records whose image is not found (with the expected path)",
+    )
+    p.add_argument(
+        "--absolute-image-paths", action="store_true", help="always write absolute image paths"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    cfg = ConvertConfig(
+        schema=args.schema,
+        doc_type=args.doc_type,
+        id_prefix=args.id_prefix,
+        image_dir=args.image_dir,
+        extract_images_to=args.extract_images_to,
+        class_list=args.class_list,
+        skip_bad=args.skip_bad,
+        allow_missing_images=args.allow_missing_images,
+        absolute_image_paths=args.absolute_image_paths,
+    )
+    try:
+        summary = convert(args.format, args.src, args.out, cfg)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {summary.records} record(s) to {summary.out} "
+        f"(format {summary.format}, schema {summary.schema or 'none'})"
+    )
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} bad input(s):", file=sys.stderr)
+        for line in summary.skipped:
+            print(f"  {line}", file=sys.stderr)
+    if summary.missing_images:
+        print(
+            f"{len(summary.missing_images)} record(s) kept without an image on disk, e.g. "
+            f"{summary.missing_images[0]}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""`vat_ner`: the published per-image VLM label files `{"image": "b0.jpg", "data": {...}}`.
+
+`--src` is one file or a folder searched recursively for `*.json` / `*.jsonl`. A `.json`
+file holds one object or a list of them; a `.jsonl` file one object per line. `data` is
+kept as written (the schema canonicalises it later); the image is looked for next to the
+label file, then one folder up (`vlm_labels/b0.json` → `b0.jpg` beside `vlm_labels/`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from data_tools.converters.common import (
+    BadItem,
+    ConvertError,
+    ConvertOptions,
+    SourceItem,
+    json_error,
+    load_json_text,
+    read_text,
+    rel_id,
+    unique_dirs,
+)
+
+DOC_TYPE = "vat_invoice"
+DEFAULT_SCHEMA = "vat_invoice"
+EXPECTS = 'one JSON object {"image": "...", "data": {...}} per image, in *.json or *.jsonl files'
+
+
+def _label_files(src: Path) -> tuple[list[Path], Path]:
+    if src.is_file():
+        return [src], src.parent
+    files = sorted(
+        p
+        for p in src.rglob("*")
+        if p.is_file()
+        and p.suffix in (".json", ".jsonl")
+        and not any(part.startswith(".") for part in p.relative_to(src).parts)
+    )
+    if not files:
+        raise ConvertError(f"{src}: no *.json or *.jsonl label files in this folder; {EXPECTS}")
+    return files, src
+
+
+def _item(
+    obj: Any, path: Path, root: Path, where: str, source: dict, single: bool
+) -> SourceItem | BadItem:
+    if not isinstance(obj, dict) or "data" not in obj or "image" not in obj:
+        got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        return BadItem(where, f"expected {EXPECTS}; got {got}")
+    image, data = obj["image"], obj["data"]
+    if not isinstance(image, str) or not image.strip():
+        return BadItem(where, "'image' must be a non-empty string (the image file name)")
+    if not isinstance(data, dict):
+        return BadItem(where, f"'data' must be a JSON object of fields, got {type(data).__name__}")
+    item_id = rel_id(path, root) if single else Path(image).with_suffix("").as_posix()
+    return SourceItem(
+        id=item_id,
+        fields=data,
+        where=where,
+        source=source,
+        image_refs=[image],
+        search_dirs=unique_dirs([path.parent, path.parent.parent, root]),
+    )
+
+
+def iter_items(src: Path, opts: ConvertOptions) -> Iterator[SourceItem | BadItem]:
+    files, root = _label_files(src)
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        try:
+            text = read_text(path)
+        except ConvertError as exc:
+            yield BadItem(str(path), str(exc).removeprefix(f"{path}: "))
+            continue
+        if path.suffix == ".jsonl":
+            for lineno, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    obj = load_json_text(line)
+                except json.JSONDecodeError as exc:
+                    yield BadItem(where, json_error(exc) + "; fix or delete this line")
+                    continue
+                yield _item(obj, path, root, where, {"file": rel, "line": lineno}, single=False)
+            continue
+        try:
+            obj = load_json_text(text)
+        except json.JSONDecodeError as exc:
+            yield BadItem(str(path), json_error(exc) + "; fix or remove the file")
+            continue
+        if isinstance(obj, list):
+            for i, one in enumerate(obj):
+                where = f"{path}: item {i}"
+                source = {"file": rel, "index": i}
+                yield _item(one, path, root, where, source, single=False)
+        else:
+            yield _item(obj, path, root, str(path), {"file": rel}, single=True)
