@@ -13,7 +13,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
 
-.PHONY: help setup fonts lock test test-fast lint format demo dataset bench clean
+.PHONY: help setup fonts lock test test-fast lint format demo convert dataset bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ format: $(STAMP)  ## ruff fix + format
 	$(PY) -m ruff format .
 
 # ---------------------------------------------------------------- data
+convert: $(STAMP)  ## convert a public dataset: make convert FORMAT=sroie SRC=path OUT=labels.jsonl
+	$(PY) -m data_tools.convert --format $(FORMAT) --src $(SRC) --out $(OUT) $(ARGS)
+
 dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OUT=data/sft
 	$(PY) -m data_tools.build_dataset --labels $(LABELS) --out-dir $(OUT) $(ARGS)
 
