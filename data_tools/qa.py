@@ -141,8 +141,16 @@ def _digits(v: Any) -> str:
 
 
 # ---------------------------------------------------------------- generic rules
+def _is_digital_invoice(ctx: Context) -> bool:
+    """A fully digital invoice (数电票): 20-digit number, no invoice code."""
+    number = _digits(ctx.get("发票号码"))
+    return len(number) == 20 and number.isdigit()
+
+
 def rule_required(ctx: Context) -> None:
     for path in ctx.schema.required:
+        if path == ("发票代码",) and _is_digital_invoice(ctx):
+            continue
         if _blank(ctx.get(*path)):
             ctx.hard("required", f"{'.'.join(path)} is missing or empty")
 
@@ -192,9 +200,9 @@ def rule_values(ctx: Context) -> None:
 
 # ---------------------------------------------------------------- VAT rules
 def rule_invoice_code(ctx: Context) -> None:
-    code, number = _digits(ctx.get("发票代码")), _digits(ctx.get("发票号码"))
+    code = _digits(ctx.get("发票代码"))
     if not code:
-        if len(number) == 20 and number.isdigit():
+        if _is_digital_invoice(ctx):
             return  # fully digital invoices (数电票) have no code
         if ctx.get("发票代码") is None:
             ctx.skip("invoice_code", "发票代码 absent")
@@ -341,8 +349,10 @@ def rule_total_in_words(ctx: Context) -> None:
 
 
 def _half_ulp(raw: str) -> Decimal:
-    digits = raw.split(".", 1)[1] if "." in raw else ""
-    digits = re.sub(r"\D", "", digits)
+    """Half a unit of the last printed decimal (0 for an integer: taken as exact)."""
+    if "." not in raw:
+        return Decimal(0)
+    digits = re.sub(r"\D", "", raw.split(".", 1)[1])
     return Decimal(1).scaleb(-len(digits)) / 2
 
 
@@ -410,13 +420,22 @@ def check_fields(
     *,
     doc_type: str = "",
     rules: Sequence[str] | None = None,
+    canonical: bool = False,
 ) -> QAResult:
-    """Run the rules on one label's fields (canonicalised first); never raises on bad values."""
+    """Run the rules on one label's fields; never raises on bad values.
+
+    The fields are canonicalised first unless ``canonical=True`` says they already are (the
+    labeler's case); then the ``canonical`` rule is not run either.
+    """
     result = QAResult()
     if schema is None:
         return result
     names = tuple(rules) if rules is not None else rules_for(schema, doc_type)
-    canon = schema.canonicalize(fields) if isinstance(fields, dict) else {}
+    if canonical:
+        names = tuple(n for n in names if n != "canonical")
+        canon = fields
+    else:
+        canon = schema.canonicalize(fields) if isinstance(fields, dict) else {}
     ctx = Context(fields=canon, schema=schema, result=result, raw_fields=fields)
     for name in names:
         try:

@@ -46,7 +46,8 @@ retry_after_s=0.05, hang_s=30.0, max_image_bytes=None, api_key=None)``
     ``script[i]`` for the i-th call while the script lasts, then ``when(index, body)`` if given,
     then a seeded random draw: with probability ``rate`` one of ``kinds`` (``weights``).
     Independently of the draw, ``max_image_bytes`` answers ``400_image`` to any request carrying
-    a larger image, and ``api_key`` answers ``401`` unless ``Authorization: Bearer <api_key>``.
+    a larger image, and ``api_key`` answers ``401`` unless ``Authorization: Bearer <api_key>``
+    (on ``GET /v1/models`` too).
 
     Fault kinds (``FAULT_KINDS``):
     ``"429"`` rate limit with ``Retry-After: <retry_after_s>`` (fractional seconds) and
@@ -496,6 +497,10 @@ class _Core:
         writer: asyncio.StreamWriter,
     ) -> bool:
         if path.endswith("/models") and method == "GET":
+            key = self.faults.api_key if self.faults else None
+            if key is not None and headers.get("authorization") != f"Bearer {key}":
+                await self._send(writer, 401, _err("Incorrect API key provided", "invalid_api_key"))
+                return True
             data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}]
             await self._send(writer, 200, {"object": "list", "data": data})
             return True

@@ -1,0 +1,1001 @@
+"""Auto-label document images with a large VLM (ERNIE-4.5-VL) behind an OpenAI-compatible API.
+
+    python -m data_tools.label --config configs/label/vat_invoice.yaml [key=value ...]
+                               [--retry-failed] [--limit N] [--dry-run]
+
+Images (a folder, a glob, a list file or a YAML list) → ``OUT/labels.jsonl`` (canonical
+records), ``OUT/failures.jsonl`` (image, reason), ``OUT/needs_review.jsonl`` and
+``OUT/summary.json``. Overrides use dotted keys with YAML values:
+``client.base_urls=[http://gpu1:8180/v1,http://gpu2:8180/v1] votes=3 concurrency=64``.
+
+What happens to one image
+-------------------------
+1. It is read (inside the worker: images are streamed, at most ``concurrency`` are held),
+   EXIF-rotated, and downscaled to ``max_image_side`` as JPEG when larger.
+2. It is labeled ``votes`` times, each with a different prompt (``prompts`` in the config,
+   ``{skeleton}`` is replaced by the schema's JSON skeleton; ``mode: free`` uses prompts without
+   a skeleton for unknown documents). An answer that does not parse strictly, was truncated
+   (``finish_reason: length``; the next try doubles ``max_tokens``), needed ``json_repair`` or has
+   conflicting duplicate keys is asked again, up to ``answer_attempts`` times. HTTP-level
+   retries (429 with Retry-After, 5xx, timeouts, connection errors; backoff with jitter; round
+   robin over ``client.base_urls``) live in ``data_tools.llm_client``. A 400 about the image
+   re-encodes it as a smaller JPEG (``shrink_factor``) up to ``image_shrink_attempts`` times.
+   401/403 stop the run at once (exit 3); finished work is kept.
+3. Each answer is canonicalised through the schema's aliases, then the answers are voted leaf
+   by leaf after normalisation (``data_tools.vote``); disagreements go to ``meta``.
+4. QA (``data_tools.qa``) checks the voted label. The record is appended to ``labels.jsonl``
+   (one whole line, fsynced); when agreement < ``agreement_threshold`` or QA has a hard
+   failure (``review_on_qa_fail``) it is also listed in ``needs_review.jsonl`` and
+   ``meta.needs_review`` is true, so a dataset builder can leave it out.
+
+Crash safety and resume: the output files are append-only; a rerun drops a torn last line,
+skips images already in ``labels.jsonl`` and images in ``failures.jsonl`` (unless
+``--retry-failed``), and rebuilds ``needs_review.jsonl`` from ``labels.jsonl``. A lock file
+stops two runs writing into one output folder.
+
+Exit codes: 0 every image labeled; 1 some images failed (see failures.jsonl); 2 bad config or
+input; 3 fatal endpoint error (401/403).
+
+Library use: ``LabelConfig.from_yaml(path, overrides)`` then ``run(config) -> RunSummary`` (or
+``await label_images(config)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import datetime as dt
+import fcntl
+import io
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from data_tools.jsonl import (
+    JsonlError,
+    atomic_write_text,
+    drop_torn_tail,
+    dumps_line,
+    read_jsonl,
+    write_jsonl_atomic,
+)
+from data_tools.llm_client import (
+    AsyncChatClient,
+    ChatResult,
+    ClientConfig,
+    FatalLLMError,
+    LLMError,
+    RequestRejected,
+    user_message,
+)
+from data_tools.parsing import ParsedOutput, parse_model_output
+from data_tools.qa import check_fields
+from data_tools.records import LabelRecord, validate_fields
+from data_tools.schema import CanonicalizeReport, Schema, load_schema
+from data_tools.vote import vote
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+LABELS, FAILURES, REVIEW, SUMMARY, LOCK = (
+    "labels.jsonl",
+    "failures.jsonl",
+    "needs_review.jsonl",
+    "summary.json",
+    ".label.lock",
+)
+
+SCHEMA_PROMPTS = [
+    "请识别图片中的{doc_name}，按下面的 JSON 模板逐项填写票面上印刷的内容。\n"
+    "要求：只输出一个 JSON 对象，键名和层级与模板完全一致，不增不减；所有值都是字符串，"
+    "按票面原样抄写（保留货币符号、小数位和标点）；票面上没有或看不清的字段填空字符串；"
+    "列表中的每个对象对应票面上的一行（包括折扣行）。\n模板：{skeleton}",
+    "You are a meticulous data-entry clerk. Transcribe the {doc_name} in the image into exactly "
+    "this JSON structure, keeping its keys and nesting: {skeleton}\n"
+    "Output the JSON object only, without markdown. Every value is a string copied character "
+    'for character as printed; use "" for a field that is absent or unreadable; give one '
+    "list entry per printed table row, discount rows included.",
+]
+FREE_PROMPTS = [
+    "提取图片中{doc_name}的全部关键信息，输出一个嵌套 JSON 对象：键用票面上印刷的字段名，"
+    "值为票面原文字符串，表格的每一行输出为列表中的一个对象。只输出 JSON。",
+    "Read the {doc_name} in the image and return all of its key information as one nested "
+    "JSON object: keys are the field names printed on the document, values the printed text "
+    "as strings, table rows a list of objects. Output JSON only, no markdown.",
+]
+
+
+class LabelConfigError(ValueError):
+    """A config or input that cannot be used; the message says which key and what to do."""
+
+
+# ---------------------------------------------------------------- config
+@dataclass
+class LabelConfig:
+    images: str | list[str]
+    out_dir: str
+    client: ClientConfig
+    schema: str | None = "vat_invoice"
+    mode: str = "schema"  # "schema" | "free"
+    doc_type: str | None = None
+    doc_name: str = "文档"
+    votes: int = 2
+    agreement_threshold: float = 1.0
+    review_on_qa_fail: bool = True
+    qa: bool = True
+    concurrency: int = 16
+    max_image_side: int = 2048
+    jpeg_quality: int = 90
+    shrink_factor: float = 0.6
+    image_shrink_attempts: int = 2
+    answer_attempts: int = 3
+    max_tokens: int = 4096
+    max_tokens_cap: int = 16384
+    temperature: float | None = None
+    prompts: list[str] | None = None
+    system_prompt: str | None = None
+    image_paths: str = "relative"  # "relative" (to out_dir) | "absolute"
+    retry_failed: bool = False
+    limit: int | None = None
+    progress: bool = True
+    fsync: bool = True
+    base_dir: str = "."  # relative paths in the config resolve against this
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("schema", "free"):
+            raise LabelConfigError(f"mode must be 'schema' or 'free', got {self.mode!r}")
+        if self.mode == "schema" and not self.schema:
+            raise LabelConfigError("mode 'schema' needs a schema (e.g. schema: vat_invoice)")
+        if self.votes < 1:
+            raise LabelConfigError(f"votes must be >= 1, got {self.votes}")
+        if self.concurrency < 1:
+            raise LabelConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+        if not 0.0 <= self.agreement_threshold <= 1.0:
+            raise LabelConfigError("agreement_threshold must be in [0, 1]")
+        if self.image_paths not in ("relative", "absolute"):
+            raise LabelConfigError("image_paths must be 'relative' or 'absolute'")
+        if self.answer_attempts < 1:
+            raise LabelConfigError("answer_attempts must be >= 1")
+        prompts = self.prompts or []
+        if self.mode == "schema" and any("{skeleton}" not in p for p in prompts):
+            raise LabelConfigError("every prompt in schema mode must contain {skeleton}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> LabelConfig:
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LabelConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        for key in ("images", "out_dir", "client"):
+            if key not in d or d[key] in (None, ""):
+                raise LabelConfigError(f"{where}: '{key}' is required")
+        if not isinstance(d["client"], dict):
+            raise LabelConfigError(f"{where}: 'client' must be a mapping")
+        client = dict(d.pop("client"))
+        client.setdefault("max_concurrency", d.get("concurrency", 16))
+        try:
+            d["client"] = ClientConfig.from_dict(client, f"{where}: client")
+        except (TypeError, ValueError) as exc:
+            raise LabelConfigError(str(exc)) from None
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise LabelConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_yaml(
+        cls, path: str | Path | None, overrides: Sequence[str] = (), base: dict | None = None
+    ) -> LabelConfig:
+        data: dict[str, Any] = copy.deepcopy(base or {})
+        if path is not None:
+            path = Path(path)
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise LabelConfigError(f"{path}: cannot read the config: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise LabelConfigError(f"{path}: the config must be a mapping")
+            data.update(loaded)
+        apply_overrides(data, overrides)
+        return cls.from_dict(data, where=str(path or "config"))
+
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["client"].pop("api_key", None)  # never write a key to disk
+        return d
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    """``a.b=value`` (value parsed as YAML) into the nested mapping ``data``."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise LabelConfigError(f"override {item!r} must look like key=value (dotted keys)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise LabelConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class ImageItem:
+    id: str
+    path: Path
+
+
+def _id_for(path: Path, root: Path) -> str:
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def discover_images(cfg: LabelConfig) -> list[ImageItem]:
+    """The images named by ``cfg.images``, with unique ids (path below the root, no suffix)."""
+    specs = cfg.images if isinstance(cfg.images, list) else [cfg.images]
+    items: list[ImageItem] = []
+    for spec in specs:
+        spec = str(spec)
+        if any(c in spec for c in "*?["):
+            base = cfg.path(".")
+            matches = sorted(p for p in base.glob(spec) if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise LabelConfigError(
+                    f"images: the pattern {spec!r} matches no image under {base}"
+                )
+            root = base / Path(spec.split("*", 1)[0]).parent
+            items += [ImageItem(_id_for(p, root), p) for p in matches]
+            continue
+        p = cfg.path(spec)
+        if p.is_dir():
+            found = sorted(
+                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                raise LabelConfigError(f"images: no image ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+            items += [ImageItem(_id_for(q, p), q) for q in found]
+        elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            items.append(ImageItem(p.stem, p))
+        elif p.is_file() and p.suffix.lower() == ".jsonl":
+            for lineno, obj in read_jsonl(p):
+                if "image" not in obj:
+                    raise LabelConfigError(f"{p}:{lineno}: no 'image' key")
+                q = Path(obj["image"])
+                q = q if q.is_absolute() else p.parent / q
+                items.append(ImageItem(str(obj.get("id") or _id_for(q, p.parent)), q))
+        elif p.is_file():
+            for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                q = Path(line.split("\t", 1)[0])
+                q = q if q.is_absolute() else p.parent / q
+                if not q.is_file():
+                    raise LabelConfigError(f"{p}:{lineno}: image not found: {q}")
+                items.append(ImageItem(_id_for(q, p.parent), q))
+        else:
+            raise LabelConfigError(
+                f"images: {p} is neither a folder, an image, a list file nor a glob pattern"
+            )
+    seen: dict[str, Path] = {}
+    for it in items:
+        if it.id in seen and seen[it.id].resolve() != it.path.resolve():
+            raise LabelConfigError(
+                f"two images get the id {it.id!r}: {seen[it.id]} and {it.path}; "
+                "label them from one root folder or rename one"
+            )
+        seen[it.id] = it.path
+    unique = {it.id: it for it in items}
+    return list(unique.values())
+
+
+# ---------------------------------------------------------------- image encoding
+@dataclass
+class EncodedImage:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    shrunk: int = 0
+
+
+def encode_image(path: Path, max_side: int, quality: int) -> EncodedImage:
+    """The bytes to send: the file as is when it is a JPEG/PNG within ``max_side`` and upright,
+    else a re-encoded JPEG. Raises ``ValueError`` for a file that does not decode."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            orientation = im.getexif().get(0x0112, 1)
+            w, h = im.size
+            if (
+                fmt in ("JPEG", "PNG")
+                and orientation == 1
+                and (not max_side or max(w, h) <= max_side)
+            ):
+                im.load()  # a truncated file fails here, before any call is spent
+                return EncodedImage(data, f"image/{fmt.lower()}", w, h)
+            im.load()
+            im2 = ImageOps.exif_transpose(im)
+            return _to_jpeg(im2, max_side, quality)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: does not decode as an image ({exc})") from None
+
+
+def _to_jpeg(im: Image.Image, max_side: int, quality: int) -> EncodedImage:
+    if max_side and max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize(
+            (max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+            Image.Resampling.LANCZOS,
+        )
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality, optimize=True)
+    return EncodedImage(buf.getvalue(), "image/jpeg", im.width, im.height)
+
+
+def shrink_image(img: EncodedImage, factor: float, quality: int) -> EncodedImage:
+    with Image.open(io.BytesIO(img.data)) as im:
+        im.load()
+        side = max(28, int(max(im.size) * factor))
+        out = _to_jpeg(im, side, min(quality, 85))
+    out.shrunk = img.shrunk + 1
+    return out
+
+
+# ---------------------------------------------------------------- outputs
+class Appender:
+    """Group commit for append-only JSONL files: whole lines, one write + fsync per batch.
+
+    ``await put(path, row)`` returns once the line is durable, so a record counts as done
+    only when it is on disk.
+    """
+
+    def __init__(self, fsync: bool = True) -> None:
+        self.fsync = fsync
+        self._queue: asyncio.Queue[tuple[Path, str, asyncio.Future[None]] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def put(self, path: Path, row: dict[str, Any]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((path, dumps_line(row), fut))
+        await fut
+
+    async def close(self) -> None:
+        await self._queue.put(None)
+        if self._task is not None:
+            await self._task
+
+    def _write(self, batch: dict[Path, list[str]]) -> None:
+        for path, lines in batch.items():
+            data = "".join(lines).encode("utf-8")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    async def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            entries = [first]
+            while not self._queue.empty():
+                entries.append(self._queue.get_nowait())
+            batch: dict[Path, list[str]] = {}
+            futs: list[asyncio.Future[None]] = []
+            for e in entries:
+                if e is None:
+                    stop = True
+                    continue
+                path, line, fut = e
+                batch.setdefault(path, []).append(line)
+                futs.append(fut)
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception as exc:
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for f in futs:
+                if not f.done():
+                    f.set_result(None)
+
+
+def _read_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [str(obj.get("id")) for _, obj in read_jsonl(path)]
+
+
+# ---------------------------------------------------------------- labeling one image
+class ImageFailed(Exception):
+    def __init__(self, stage: str, reason: str, attempts: int = 0) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+        self.attempts = attempts
+
+
+@dataclass
+class VoteAnswer:
+    prompt_index: int
+    fields: dict[str, Any]
+    parsed: ParsedOutput
+    result: ChatResult
+    canon: dict[str, list[str]]
+    rejected: list[str] = field(default_factory=list)
+
+
+def _stringify(value: Any) -> Any:
+    """Model answers sometimes carry numbers/null: make every leaf a string."""
+    if isinstance(value, dict):
+        return {str(k): _stringify(v) for k, v in value.items() if str(k)}
+    if isinstance(value, list):
+        items = [_stringify(v) for v in value]
+        if any(isinstance(v, dict) for v in items):
+            items = [v if isinstance(v, dict) else {"值": v} for v in items]
+        return items
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _ImageState:
+    """The encoded image shared by the votes of one image (one shrink at a time)."""
+
+    def __init__(self, img: EncodedImage) -> None:
+        self.img = img
+        self.lock = asyncio.Lock()
+
+
+@dataclass
+class Counters:
+    ok: int = 0
+    failed: int = 0
+    review: int = 0
+    calls: int = 0
+    http_attempts: int = 0
+    answer_retries: int = 0
+
+
+def build_prompts(cfg: LabelConfig, schema: Schema | None) -> list[str]:
+    """The prompt of each vote variant, with ``{skeleton}`` and ``{doc_name}`` filled in."""
+    skeleton = json.dumps(schema.skeleton(), ensure_ascii=False) if schema else "{}"
+    templates = cfg.prompts or (SCHEMA_PROMPTS if cfg.mode == "schema" else FREE_PROMPTS)
+    return [
+        t.replace("{skeleton}", skeleton).replace("{doc_name}", cfg.doc_name) for t in templates
+    ]
+
+
+class Labeler:
+    """Labels images with one client; see the module docstring."""
+
+    def __init__(self, cfg: LabelConfig, client: AsyncChatClient, schema: Schema | None) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.schema = schema
+        self.out_dir = cfg.path(cfg.out_dir)
+        self.counters = Counters()
+        self.prompts = build_prompts(cfg, schema)
+        self.doc_type = cfg.doc_type or (schema.doc_type if schema else "unknown")
+
+    def prompt_for_vote(self, i: int) -> tuple[int, str]:
+        """Vote ``i`` uses prompt ``i mod len(prompts)``."""
+        j = i % len(self.prompts)
+        return j, self.prompts[j]
+
+    async def _one_vote(self, i: int, state: _ImageState) -> VoteAnswer:
+        cfg = self.cfg
+        pidx, prompt = self.prompt_for_vote(i)
+        max_tokens = cfg.max_tokens
+        rejected: list[str] = []
+        attempts = 0
+        while True:
+            img = state.img
+            messages: list[dict[str, Any]] = []
+            if cfg.system_prompt:
+                messages.append({"role": "system", "content": cfg.system_prompt})
+            messages.append(user_message(prompt, [(img.data, img.mime)]))
+            self.counters.calls += 1
+            try:
+                res = await self.client.chat(
+                    messages, max_tokens=max_tokens, temperature=cfg.temperature
+                )
+            except RequestRejected as exc:
+                self.counters.http_attempts += exc.attempts
+                if exc.status in (400, 413) and img.shrunk < cfg.image_shrink_attempts:
+                    await self._shrink(state, img)
+                    rejected.append(f"HTTP {exc.status} on a {img.width}x{img.height} image")
+                    continue
+                raise ImageFailed(
+                    "request",
+                    f"vote {i + 1}: request rejected (HTTP {exc.status}: {exc.reason})"
+                    + (f" after {img.shrunk} smaller re-encodings" if img.shrunk else ""),
+                    exc.attempts,
+                ) from None
+            except FatalLLMError:
+                raise
+            except LLMError as exc:
+                self.counters.http_attempts += exc.attempts
+                raise ImageFailed("request", f"vote {i + 1}: {exc.reason}", exc.attempts) from None
+            self.counters.http_attempts += res.attempts
+            attempts += 1
+            parsed = parse_model_output(res.text, finish_reason=res.finish_reason)
+            rep = parsed.report
+            problem = None
+            if rep.truncated:
+                problem = f"truncated answer (finish_reason={res.finish_reason})"
+                max_tokens = min(max_tokens * 2, cfg.max_tokens_cap)
+            elif not rep.ok:
+                problem = f"no JSON in the answer ({rep.error})"
+            elif rep.method == "repaired":
+                problem = f"answer is broken JSON, only json_repair could read it ({rep.error})"
+            elif rep.conflicting_duplicate_keys:
+                problem = f"conflicting duplicate keys {rep.conflicting_duplicate_keys}"
+            elif not isinstance(parsed.value, dict) or not parsed.value:
+                problem = "answer is not a non-empty JSON object"
+            if problem is None:
+                fields_ = _stringify(parsed.value)
+                canon_rep = CanonicalizeReport()
+                if self.schema is not None:
+                    fields_ = self.schema.canonicalize(fields_, canon_rep)
+                try:
+                    validate_fields(fields_)
+                except ValueError as exc:
+                    problem = f"answer breaks the label contract ({exc})"
+                else:
+                    return VoteAnswer(pidx, fields_, parsed, res, canon_rep.to_dict(), rejected)
+            rejected.append(problem)
+            if attempts >= cfg.answer_attempts:
+                raise ImageFailed(
+                    "answer",
+                    f"vote {i + 1}: no usable answer in {attempts} tries: " + "; ".join(rejected),
+                    attempts,
+                )
+            self.counters.answer_retries += 1
+
+    async def _shrink(self, state: _ImageState, seen: EncodedImage) -> None:
+        async with state.lock:
+            if state.img is seen:  # another vote may have shrunk it already
+                state.img = await asyncio.to_thread(
+                    shrink_image, seen, self.cfg.shrink_factor, self.cfg.jpeg_quality
+                )
+                log.info(
+                    "re-encoded an image after a 400: %dx%d → %dx%d (%d bytes)",
+                    seen.width,
+                    seen.height,
+                    state.img.width,
+                    state.img.height,
+                    len(state.img.data),
+                )
+
+    def _image_field(self, path: Path) -> str:
+        if self.cfg.image_paths == "absolute":
+            return str(path.resolve())
+        return Path(os.path.relpath(path.resolve(), self.out_dir.resolve())).as_posix()
+
+    async def label_one(self, item: ImageItem) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(label record, review row or None); raises ``ImageFailed`` / ``FatalLLMError``."""
+        t0 = time.monotonic()
+        try:
+            img = await asyncio.to_thread(
+                encode_image, item.path, self.cfg.max_image_side, self.cfg.jpeg_quality
+            )
+        except ValueError as exc:
+            raise ImageFailed("image", str(exc)) from None
+        state = _ImageState(img)
+        tasks = [asyncio.create_task(self._one_vote(i, state)) for i in range(self.cfg.votes)]
+        try:
+            answers: list[VoteAnswer] = list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        voted = vote([a.fields for a in answers], self.schema)
+        qa = (
+            check_fields(voted.fields, self.schema, doc_type=self.doc_type, canonical=True)
+            if self.cfg.qa and self.schema is not None
+            else None
+        )
+        reasons: list[str] = []
+        if voted.agreement < self.cfg.agreement_threshold:
+            reasons.append(
+                f"agreement {voted.agreement:.3f} < {self.cfg.agreement_threshold} "
+                f"({len(voted.disagreements)} leaf(s) differ)"
+            )
+        if qa is not None and not qa.passed and self.cfg.review_on_qa_fail:
+            reasons.append("qa: " + ", ".join(qa.failed_rules()))
+        usage: dict[str, int] = {}
+        for a in answers:
+            for k, v in (a.result.usage or {}).items():
+                if isinstance(v, int):
+                    usage[k] = usage.get(k, 0) + v
+        st = state.img
+        meta: dict[str, Any] = {
+            "labeler": {
+                "model": answers[0].result.model or self.client.config.model,
+                "mode": self.cfg.mode,
+                "schema": self.schema.name if self.schema else None,
+                "votes": self.cfg.votes,
+                "prompt_indices": [a.prompt_index for a in answers],
+            },
+            **voted.to_meta(),
+            "parse": [a.parsed.report.to_dict() for a in answers],
+            "rejected_answers": [r for a in answers for r in a.rejected],
+            "canonicalize": answers[0].canon,
+            "http_attempts": sum(a.result.attempts for a in answers),
+            "latency_s": round(time.monotonic() - t0, 3),
+            "usage": usage,
+            "image_sent": {"width": st.width, "height": st.height, "bytes": len(st.data)}
+            | ({"shrunk": st.shrunk} if st.shrunk else {}),
+            "needs_review": bool(reasons),
+            "labeled_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        if qa is not None:
+            meta["qa"] = qa.to_dict()
+        if reasons:
+            meta["review_reasons"] = reasons
+        rec = LabelRecord(
+            id=item.id,
+            image=self._image_field(item.path),
+            doc_type=self.doc_type,
+            fields=voted.fields,
+            meta=meta,
+        ).to_dict()
+        return rec, (_review_row(rec) if reasons else None)
+
+
+def _review_row(rec: dict[str, Any]) -> dict[str, Any]:
+    meta = rec.get("meta", {})
+    return {
+        "id": rec["id"],
+        "image": rec["image"],
+        "reasons": meta.get("review_reasons", []),
+        "agreement": meta.get("agreement"),
+        "disagreements": meta.get("disagreements", []),
+        "qa_hard": (meta.get("qa") or {}).get("hard", []),
+    }
+
+
+# ---------------------------------------------------------------- the run
+@dataclass
+class RunSummary:
+    images: int = 0
+    done_before: int = 0
+    skipped_failed: int = 0
+    todo: int = 0
+    ok: int = 0
+    failed: int = 0
+    needs_review: int = 0
+    calls: int = 0
+    http_attempts: int = 0
+    answer_retries: int = 0
+    elapsed_s: float = 0.0
+    images_per_s: float = 0.0
+    fatal: str | None = None
+    dropped_torn_lines: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+
+async def run_workers(
+    n: int, worker: Callable[[], Awaitable[None]], fatal: list[BaseException]
+) -> None:
+    """Run ``n`` copies of ``worker``; once one has put an error in ``fatal`` (and returned),
+    cancel the others at once: their unfinished images are simply redone by the next run."""
+    pending = {asyncio.create_task(worker()) for _ in range(n)}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+            if fatal:
+                break
+    finally:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def preflight(client: AsyncChatClient) -> None:
+    """``GET /models`` on every base URL before the run: a wrong key stops here, an unreachable
+    server is named, and a model the server does not list is warned about."""
+    reachable = 0
+    for url in client.config.base_urls:
+        one_cfg = {**asdict(client.config), "base_urls": [url], "max_concurrency": 1}
+        one = AsyncChatClient(ClientConfig.from_dict(one_cfg))
+        try:
+            models = await one.list_models()
+        except FatalLLMError:
+            raise
+        except Exception as exc:  # 404 on /models, a proxy, ...: the chat calls will tell
+            log.warning("preflight: GET %s/models failed (%s)", url, exc)
+            if not isinstance(exc, httpx.TransportError):
+                reachable += 1
+            continue
+        finally:
+            await one.aclose()
+        reachable += 1
+        if models and client.config.model not in models:
+            log.warning(
+                "preflight: %s serves %s, not %r; check client.model",
+                url,
+                models,
+                client.config.model,
+            )
+    if not reachable:
+        raise LabelConfigError(
+            f"no endpoint reachable: {client.config.base_urls}; is the server up? "
+            "(FastDeploy: curl -i http://HOST:PORT/health)"
+        )
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    fh = (out_dir / LOCK).open("a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabelConfigError(
+                f"{out_dir} is in use by another labeling run (lock {out_dir / LOCK}); "
+                "wait for it or use another out_dir"
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = None) -> RunSummary:
+    """Label every image of ``cfg`` not done yet; see the module docstring."""
+    schema = load_schema(cfg.schema) if cfg.schema else None
+    out_dir = cfg.path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary()
+    with _run_lock(out_dir):
+        labels_p, failures_p, review_p = (out_dir / n for n in (LABELS, FAILURES, REVIEW))
+        for p in (labels_p, failures_p):
+            if drop_torn_tail(p):
+                summary.dropped_torn_lines.append(p.name)
+        try:
+            done = set(_read_ids(labels_p))
+            failed_before = set(_read_ids(failures_p)) - done
+            # needs_review.jsonl is a view of labels.jsonl: rebuilt so a crash between the two
+            # appends can neither lose nor duplicate a row
+            reviews = [
+                _review_row(obj)
+                for _, obj in (read_jsonl(labels_p) if labels_p.exists() else [])
+                if (obj.get("meta") or {}).get("needs_review")
+            ]
+        except JsonlError as exc:
+            raise LabelConfigError(
+                f"{exc}. A corrupt line in the middle of an output file is not from a crash; "
+                "fix or remove it, then rerun"
+            ) from None
+        write_jsonl_atomic(review_p, reviews)
+
+        items = discover_images(cfg)
+        summary.images = len(items)
+        summary.done_before = sum(it.id in done for it in items)
+        todo = [it for it in items if it.id not in done]
+        if not cfg.retry_failed:
+            summary.skipped_failed = sum(it.id in failed_before for it in todo)
+            todo = [it for it in todo if it.id not in failed_before]
+        if cfg.limit is not None:
+            todo = todo[: cfg.limit]
+        summary.todo = len(todo)
+        log.info(
+            "%d image(s): %d already labeled, %d failed before%s, %d to label → %s",
+            summary.images,
+            summary.done_before,
+            summary.skipped_failed,
+            " (skipped; use --retry-failed)" if summary.skipped_failed else "",
+            summary.todo,
+            out_dir,
+        )
+        own_client = client is None
+        client = client or AsyncChatClient(cfg.client)
+        fatal: list[BaseException] = []
+        if todo:
+            try:
+                await preflight(client)
+            except FatalLLMError as exc:
+                fatal.append(exc)
+                todo = []
+            except BaseException:
+                if own_client:
+                    await client.aclose()
+                raise
+        labeler = Labeler(cfg, client, schema)
+        appender = Appender(cfg.fsync)
+        appender.start()
+        bar = tqdm(total=len(todo), unit="img", disable=not cfg.progress, dynamic_ncols=True)
+        queue_iter = iter(todo)
+        t0 = time.monotonic()
+        c = labeler.counters
+
+        async def worker() -> None:
+            for item in queue_iter:
+                if fatal:
+                    return
+                try:
+                    try:
+                        rec, review = await labeler.label_one(item)
+                    except (ImageFailed, FatalLLMError, asyncio.CancelledError):
+                        raise
+                    except Exception as exc:  # a bug on one image must not stop the run
+                        log.exception("unexpected error on %s", item.path)
+                        raise ImageFailed("internal", f"{type(exc).__name__}: {exc}") from exc
+                except FatalLLMError as exc:
+                    fatal.append(exc)
+                    return
+                except ImageFailed as exc:
+                    await appender.put(
+                        failures_p,
+                        {
+                            "id": item.id,
+                            "image": labeler._image_field(item.path),
+                            "stage": exc.stage,
+                            "reason": exc.reason,
+                            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                        },
+                    )
+                    c.failed += 1
+                    log.debug("failed %s: %s", item.id, exc.reason)
+                else:
+                    await appender.put(labels_p, rec)
+                    c.ok += 1
+                    if review is not None:
+                        await appender.put(review_p, review)
+                        c.review += 1
+                bar.update(1)
+                bar.set_postfix(ok=c.ok, failed=c.failed, review=c.review, refresh=False)
+
+        try:
+            # more workers than request slots: while one post-processes an answer (parse, vote,
+            # QA, append), another already waits on the client's semaphore with its image ready
+            n_workers = min(cfg.concurrency + max(2, cfg.concurrency // 2), len(todo))
+            await run_workers(n_workers, worker, fatal)
+        finally:
+            bar.close()
+            await appender.close()
+            if own_client:
+                await client.aclose()
+        summary.elapsed_s = round(time.monotonic() - t0, 3)
+        summary.ok, summary.failed, summary.needs_review = c.ok, c.failed, c.review
+        summary.calls, summary.http_attempts = c.calls, c.http_attempts
+        summary.answer_retries = c.answer_retries
+        summary.images_per_s = round(c.ok / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
+        if fatal:
+            summary.fatal = str(fatal[0])
+            summary.exit_code = 3
+        elif c.failed:
+            summary.exit_code = 1
+        atomic_write_text(
+            out_dir / SUMMARY,
+            json.dumps(
+                {"summary": asdict(summary), "config": cfg.to_dict()},
+                ensure_ascii=False,
+                indent=2,
+                default=str,
+            )
+            + "\n",
+        )
+    return summary
+
+
+def run(cfg: LabelConfig) -> RunSummary:
+    return asyncio.run(label_images(cfg))
+
+
+# ---------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m data_tools.label",
+        description="Auto-label images with a VLM behind an OpenAI-compatible endpoint.",
+    )
+    ap.add_argument("--config", type=Path, help="YAML recipe (configs/label/*.yaml)")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys, YAML values")
+    ap.add_argument("--retry-failed", action="store_true", help="relabel images in failures.jsonl")
+    ap.add_argument("--limit", type=int, help="label at most N new images")
+    ap.add_argument("--dry-run", action="store_true", help="show the plan and the prompts, stop")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    extra = list(args.overrides)
+    if args.retry_failed:
+        extra.append("retry_failed=true")
+    if args.limit is not None:
+        extra.append(f"limit={args.limit}")
+    if args.no_progress:
+        extra.append("progress=false")
+    try:
+        cfg = LabelConfig.from_yaml(args.config, extra)
+        if args.dry_run:
+            schema = load_schema(cfg.schema) if cfg.schema else None
+            items = discover_images(cfg)
+            prompts = build_prompts(cfg, schema)
+            print(f"{len(items)} image(s) → {cfg.path(cfg.out_dir)}")
+            print(f"endpoint(s): {cfg.client.base_urls}  model: {cfg.client.model}")
+            for i in range(cfg.votes):
+                j = i % len(prompts)
+                print(f"--- vote {i + 1} (prompt {j}):\n{prompts[j]}")
+            return 0
+        summary = run(cfg)
+    except LabelConfigError as exc:
+        log.error("error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted; finished images are saved, rerun to continue")
+        return 130
+    if summary.fatal:
+        log.error("stopped: %s", summary.fatal)
+    log.info(
+        "done: %d labeled (%d need review), %d failed, %d skipped as failed before; "
+        "%.1f images/s; %d calls, %d HTTP attempts, %d answers re-asked",
+        summary.ok,
+        summary.needs_review,
+        summary.failed,
+        summary.skipped_failed,
+        summary.images_per_s,
+        summary.calls,
+        summary.http_attempts,
+        summary.answer_retries,
+    )
+    if summary.failed:
+        log.info("failures are in %s (rerun with --retry-failed)", cfg.path(cfg.out_dir) / FAILURES)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
