@@ -13,7 +13,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
 
-.PHONY: help setup fonts lock test test-fast lint format demo convert dataset bench clean
+.PHONY: help setup fonts lock test test-fast lint format demo label qa label-lines convert dataset bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -60,11 +60,20 @@ format: $(STAMP)  ## ruff fix + format
 	$(PY) -m ruff format .
 
 # ---------------------------------------------------------------- data
+label: $(STAMP)  ## auto-label images with ERNIE-4.5-VL: make label ARGS="images=DIR out_dir=DIR" [CONFIG=...]
+	$(PY) -m data_tools.label --config $(or $(CONFIG),configs/label/vat_invoice.yaml) $(ARGS)
+
+qa: $(STAMP)  ## label QA, exit 1 on a hard failure: make qa LABELS=labels.jsonl [SCHEMA=vat_invoice]
+	$(PY) -m data_tools.qa --labels $(LABELS) --schema $(or $(SCHEMA),vat_invoice) $(ARGS)
+
+label-lines: $(STAMP)  ## PP-OCR line crops read twice by the VLM → rec_gt.txt: make label-lines ARGS="images=DIR out_dir=DIR"
+	$(PY) -m data_tools.label_lines --config $(or $(CONFIG),configs/label/text_lines.yaml) $(ARGS)
+
 convert: $(STAMP)  ## convert a public dataset: make convert FORMAT=sroie SRC=path OUT=labels.jsonl
 	$(PY) -m data_tools.convert --format $(FORMAT) --src $(SRC) --out $(OUT) $(ARGS)
 
-dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OUT=data/sft
-	$(PY) -m data_tools.build_dataset --labels $(LABELS) --out-dir $(OUT) $(ARGS)
+dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OUT=data/sft [CONFIG=...]
+	$(PY) -m data_tools.build_dataset --config $(or $(CONFIG),configs/dataset/vat_invoice.yaml) --labels $(LABELS) --out-dir $(OUT) $(ARGS)
 
 demo: $(STAMP)  ## the main job on its embedded default (synthetic invoices → labels → SFT dataset)
 	$(PY) -m data_tools.demo $(ARGS)

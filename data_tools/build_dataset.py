@@ -53,6 +53,7 @@ class BuildConfig:
     image_root: str | None = None
     skip_bad: bool = False
     check_images: bool = True
+    include_needs_review: bool = False  # records the labeler flagged (meta.needs_review)
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
     max_keys: int = 5  # most top-level keys in one multi-key prompt
@@ -168,7 +169,9 @@ WRITERS = {"erniekit": erniekit_record, "paddleformers": paddleformers_record}
 # ---------------------------------------------------------------- build
 
 
-def _image_out(record: LabelRecord, image_abs: Path, labels_file: Path, image_root: str | None) -> str:
+def _image_out(
+    record: LabelRecord, image_abs: Path, labels_file: Path, image_root: str | None
+) -> str:
     if image_root is None:
         return str(image_abs)
     rel = Path(record.image)
@@ -215,11 +218,16 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> list[Sample]:
+def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> tuple[list[Sample], int]:
+    """Resolved samples, and how many flagged records were left out."""
     samples: list[Sample] = []
+    n_review = 0
     seen_ids: dict[str, Path] = {}
     for lf in labels_files:
         for rec in read_labels(lf):
+            if rec.meta.get("needs_review") and not cfg.include_needs_review:
+                n_review += 1
+                continue
             if rec.id in seen_ids:
                 raise LabelFormatError(
                     f"{lf}: id {rec.id!r} also in {seen_ids[rec.id]}; ids must be unique across files"
@@ -232,7 +240,7 @@ def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> list[Sample]
             samples.append(
                 Sample(rec, image_abs, _image_out(rec, image_abs, lf, cfg.image_root), lf)
             )
-    return samples
+    return samples, n_review
 
 
 def check_samples(samples: list[Sample], workers: int = 4) -> list[str]:
@@ -262,9 +270,12 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
     """Build the dataset; returns the stats written to `out_dir/stats.json`."""
     cfg.validate()
     labels_files = [Path(p) for p in labels_files]
-    samples = load_samples(labels_files, cfg)
+    samples, n_review = load_samples(labels_files, cfg)
     if not samples:
-        raise ValueError(f"no label records in {', '.join(map(str, labels_files))}")
+        raise ValueError(
+            f"no usable label records in {', '.join(map(str, labels_files))} "
+            "(records flagged meta.needs_review are left out unless --include-needs-review)"
+        )
 
     bad: list[str] = []
     if cfg.check_images:
@@ -340,6 +351,7 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         "records": {"train": len(rows["train"]), "val": len(rows["val"])},
         "images": {"train": len(groups) - len(val_groups), "val": len(val_groups)},
         "skipped_bad_images": bad,
+        "skipped_needs_review": n_review,
         "images_short_of_variants": short_of_variants,
         "variant_kinds": dict(sorted(kinds.items())),
         "field_frequency": {
@@ -372,13 +384,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", required=True, type=Path, help="labels.jsonl file(s)")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--config", type=Path, help="YAML with defaults for the options below")
-    p.add_argument("--variants-per-image", type=int, help="records per image, the full one included")
+    p.add_argument(
+        "--variants-per-image", type=int, help="records per image, the full one included"
+    )
     p.add_argument("--val-ratio", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--format", choices=FORMATS)
     p.add_argument("--image-root", help="rewrite image paths under this folder (training machine)")
     p.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad images")
     p.add_argument("--no-image-check", dest="check_images", action="store_false", default=None)
+    p.add_argument(
+        "--include-needs-review",
+        action="store_true",
+        default=None,
+        help="keep records the labeler flagged for review (meta.needs_review); left out by default",
+    )
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
     return p
@@ -391,7 +411,9 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         allowed = set(BuildConfig.__dataclass_fields__)
         unknown = set(raw) - allowed
         if unknown:
-            raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise ValueError(
+                f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"
+            )
         values.update(raw)
     for name in BuildConfig.__dataclass_fields__:
         v = getattr(args, name, None)
@@ -416,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"variant kinds {stats['variant_kinds']}; stats in {args.out_dir}/stats.json"
     )
     if stats["skipped_bad_images"]:
-        print(f"skipped {len(stats['skipped_bad_images'])} record(s) with bad images:", file=sys.stderr)
+        print(
+            f"skipped {len(stats['skipped_bad_images'])} record(s) with bad images:",
+            file=sys.stderr,
+        )
         for line in stats["skipped_bad_images"]:
             print(f"  {line}", file=sys.stderr)
     return 0

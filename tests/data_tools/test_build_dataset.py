@@ -189,3 +189,16 @@ def test_cli_errors_and_success(tmp_path):
         text=True,
     )
     assert res.returncode == 2 and "bad.jsonl:1: fields.n" in res.stderr
+
+
+def test_records_flagged_for_review_are_left_out(tmp_path):
+    labels = make_labels(tmp_path, n=3)
+    recs = read_labels(labels)
+    recs[1].meta = {"needs_review": True, "votes": {"disagreements": ["发票号码"]}}
+    write_labels(labels, recs)
+    stats = build([labels], tmp_path / "o", BuildConfig(variants_per_image=1, val_ratio=0))
+    assert stats["skipped_needs_review"] == 1 and stats["records"]["train"] == 2
+    stats = build(
+        [labels], tmp_path / "o2", BuildConfig(variants_per_image=1, val_ratio=0, include_needs_review=True)
+    )
+    assert stats["skipped_needs_review"] == 0 and stats["records"]["train"] == 3
