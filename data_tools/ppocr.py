@@ -19,9 +19,11 @@ Public API (stable; other modules build on it):
   PP-OCRv6 medium models by name instead (downloaded by PaddleOCR; for GPU users).
 - :func:`create_text_detector` / :func:`create_text_recognizer`: the single models
   (``paddleocr.TextDetection`` / ``paddleocr.TextRecognition``) on the same dirs.
-- :func:`ocr_lines` runs a pipeline on one image -> ``list[OcrLine]``;
-  :func:`reading_order` sorts lines top-to-bottom, left-to-right (lines whose vertical
-  centres fall inside the same row band form one row); :func:`lines_to_text` joins them.
+- :func:`ocr_lines` runs a pipeline on one image (path or BGR array) ->
+  ``list[OcrLine]`` (text, score, axis-aligned box, polygon) in reading order;
+  :func:`group_rows` groups lines into rows (vertical centres within half a median line
+  height of the row's band), :func:`reading_order` flattens the rows top-to-bottom,
+  left-to-right, :func:`lines_to_text` joins them (rows by newline, lines by two spaces).
 
 Example::
 

@@ -23,9 +23,11 @@ relabel leaf->leaf = Levenshtein distance, leaf<->non-leaf = 1 + leaf length,
 non-leaf->non-leaf = 0 if labels are equal else 1. A node is a leaf when its label
 contains ``<leaf>`` (all ``<leaf>`` marks are removed to get its text), as in Donut.
 
-Where Donut divides by zero (every gold document empty for F1; an empty gold tree for
-nTED) it raises; here F1 is 1.0 when gold and prediction are both empty (0.0 otherwise)
-and nTED accuracy is 1.0 when the distance is 0 (0.0 otherwise).
+Empty gold: Donut's ``cal_f1`` raises ZeroDivisionError when no document has a gold or
+predicted pair; here it is 1.0 when both sides are empty. Donut's ``cal_acc`` divides
+numpy floats, so a gold tree that normalises to nothing gives ``nan`` or ``-inf`` and
+``max(0, ...)`` turns both into 0.0 - even for an empty prediction. We keep that: a gold
+answer that is empty after ``normalize_dict`` scores 0.0 nTED accuracy, exactly as Donut.
 
 Speed: strings are compared with rapidfuzz's C Levenshtein, every relabel cost is computed
 once per tree pair, and the Zhang–Shasha DP is compiled by numba when available
@@ -45,7 +47,6 @@ from rapidfuzz.process import cdist
 from eval.ted import tree_edit_distance
 
 LEAF = "<leaf>"
-_LEAF_NODE = object()  # marks a leaf child in `_children`
 
 
 # ---------------------------------------------------------------- normalisation
@@ -155,49 +156,46 @@ class DonutTree:
         return np.where(self.is_leaf, lengths, 1)
 
 
-def _children(data: Any, label: str) -> tuple[str, list[tuple[Any, str]] | None]:
-    """(label, children as (data, label)) following ``construct_tree_from_dict``."""
-    if isinstance(data, dict):
-        return label, [(v, k) for k, v in data.items()]
-    if isinstance(data, list):
-        if all(isinstance(item, dict) for item in data):
-            return label, [(item, "<subtree>") for item in data]
-        return label, [(_LEAF_NODE, f"{LEAF}{item}") for item in data]
-    raise ValueError(f"Donut tree: unexpected {type(data).__name__} under {label!r}")
-
-
 def build_tree(normalized: Any) -> DonutTree:
-    """Donut's ``construct_tree_from_dict`` (on an already normalised value), in post-order."""
+    """Donut's ``construct_tree_from_dict`` (on an already normalised value), in post-order.
+
+    Children follow ``construct_tree_from_dict``: a dict's keys in order; a list of dicts
+    gives one ``<subtree>`` node per item; any other list gives ``<leaf>item`` nodes.
+    """
     labels: list[str] = []
     lmd: list[int] = []
-    # iterative post-order: (data, label, children, next child index, first leaf index)
-    stack: list[list[Any]] = []
-    label, kids = _children(normalized, "<root>")
-    stack.append([label, kids, 0, -1])
-    while stack:
-        top = stack[-1]
-        label, kids, k, first = top
-        if kids is not None and k < len(kids):
-            top[2] += 1
-            child_data, child_label = kids[k]
-            if child_data is _LEAF_NODE:
-                # a <leaf>value node: no children
-                idx = len(labels)
-                labels.append(child_label)
-                lmd.append(idx)
-                if top[3] < 0:
-                    top[3] = idx
-                continue
-            _, child_kids = _children(child_data, child_label)
-            stack.append([child_label, child_kids, 0, -1])
-            continue
-        stack.pop()
+
+    def visit(data: Any, label: str) -> int:
+        """Append the subtree's nodes in post-order; return its leftmost leaf index."""
+        first = -1
+        if isinstance(data, dict):
+            for key, value in data.items():
+                left = visit(value, key)
+                if first < 0:
+                    first = left
+        elif isinstance(data, list):
+            if all(isinstance(item, dict) for item in data):
+                for item in data:
+                    left = visit(item, "<subtree>")
+                    if first < 0:
+                        first = left
+            else:
+                for item in data:
+                    idx = len(labels)
+                    labels.append(f"{LEAF}{item}")
+                    lmd.append(idx)
+                    if first < 0:
+                        first = idx
+        else:
+            raise ValueError(f"Donut tree: unexpected {type(data).__name__} under {label!r}")
         idx = len(labels)
         labels.append(label)
-        leftmost = first if first >= 0 else idx
-        lmd.append(leftmost)
-        if stack and stack[-1][3] < 0:
-            stack[-1][3] = leftmost
+        if first < 0:
+            first = idx
+        lmd.append(first)
+        return first
+
+    visit(normalized, "<root>")
     last_with_lmd: dict[int, int] = {}
     for i, left in enumerate(lmd):
         last_with_lmd[left] = i
@@ -245,11 +243,23 @@ def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | No
 
 def donut_nted_accuracy(pred: Any, gold: Any, *, compiled: bool | None = None) -> float:
     """``max(0, 1 - TED(pred, gold) / TED(empty, gold))`` on Donut-normalised trees."""
-    gold_tree = build_tree(normalize_dict(gold))
-    pred_tree = build_tree(normalize_dict(pred))
+    return _nted_normalized(normalize_dict(pred), normalize_dict(gold), compiled)
+
+
+def donut_scores(pred: Any, gold: Any) -> tuple[DonutF1Counts, float]:
+    """F1 counts and nTED accuracy of one document, normalising each side once."""
+    p, g = normalize_dict(pred), normalize_dict(gold)
+    fp, fg = flatten(p), flatten(g)
+    tp = sum((Counter(fp) & Counter(fg)).values())
+    return DonutF1Counts(tp, len(fp), len(fg)), _nted_normalized(p, g, None)
+
+
+def _nted_normalized(pred: Any, gold: Any, compiled: bool | None) -> float:
+    gold_tree = build_tree(gold)
+    pred_tree = build_tree(pred)
     # TED(<root> alone, gold) = inserting every gold node but the root.
     denom = int(gold_tree.node_cost[:-1].sum())
-    dist = donut_ted(pred_tree, gold_tree, compiled=compiled)
     if denom == 0:
-        return 1.0 if dist == 0 else 0.0
+        return 0.0  # Donut: max(0, 1 - x / 0.0) with numpy floats is 0 (nan or -inf)
+    dist = donut_ted(pred_tree, gold_tree, compiled=compiled)
     return max(0.0, 1.0 - dist / denom)

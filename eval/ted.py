@@ -25,7 +25,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost_del, cost_ins, cost_upd, td, fd):  # noqa: ANN001
+def _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost_del, cost_ins, cost_upd, td, fd):
     """Fill ``td`` (n1*n2 tree distances) and return the distance of the two whole trees.
 
     ``fd`` is a scratch buffer of at least (n1+1)*(n2+1) cells. Works on numpy arrays

@@ -36,6 +36,7 @@ import ast
 import difflib
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -154,14 +155,12 @@ class _Source:
 
     def after_line(self, lineno: int) -> int:
         """Char offset of the start of the line after ``lineno``."""
-        return (
-            self.line_starts[lineno] if lineno < len(self.line_starts) else len(self.text)
-        )
+        return self.line_starts[lineno] if lineno < len(self.line_starts) else len(self.text)
 
 
 def _apply_edits(text: str, edits: list[_Edit]) -> str:
     edits = sorted(edits, key=lambda e: (e.start, e.end))
-    for a, b in zip(edits, edits[1:], strict=False):
+    for a, b in itertools.pairwise(edits):
         if b.start < a.end:
             raise PatchError("internal error: overlapping edits")
     out, pos = [], 0
@@ -297,7 +296,9 @@ def _transform_pipeline(text: str) -> tuple[str, list[str]]:
             for d in ast.walk(func)
             if isinstance(d, ast.Dict)
             for k, v in zip(d.keys, d.values, strict=True)
-            if isinstance(k, ast.Constant) and k.value == "label" and _is_lower_call(v, "prompt_label")
+            if isinstance(k, ast.Constant)
+            and k.value == "label"
+            and _is_lower_call(v, "prompt_label")
         ]
         if len(label_values) != 1:
             missing.append(
@@ -332,7 +333,10 @@ def _transform_pipeline(text: str) -> tuple[str, list[str]]:
         for stmt in body[body.index(default) + 1 :]:
             if not isinstance(stmt, ast.If):
                 continue
-            tests = [stmt.test, *([stmt.test.values[0]] if isinstance(stmt.test, ast.BoolOp) else [])]
+            tests = [
+                stmt.test,
+                *([stmt.test.values[0]] if isinstance(stmt.test, ast.BoolOp) else []),
+            ]
             for t in tests:
                 if (
                     isinstance(t, ast.Compare)
@@ -438,7 +442,7 @@ def _transform_schema(text: str) -> tuple[str | None, list[str]]:
     at = src.line_starts[first.lineno - 1]
     block = _lines(
         src,
-        f"{indent}# {MARKER}: a custom prompt such as 'OCR:{{\"k\":\"\"}}' passes",
+        f'{indent}# {MARKER}: a custom prompt such as \'OCR:{{"k":""}}\' passes',
         f'{indent}if isinstance({value}, str) and ":" in {value}:',
         f"{indent}    return {value}",
     )
@@ -520,7 +524,9 @@ def _verify_applied(state: FileState) -> bytes:
         )
     original = state.backup.read_bytes()
     if sha256(original) != record.get("sha256_original"):
-        raise PatchError(f"{state.rel}: backup {state.backup.name} does not match its recorded hash")
+        raise PatchError(
+            f"{state.rel}: backup {state.backup.name} does not match its recorded hash"
+        )
     return original
 
 
@@ -673,7 +679,7 @@ class Patcher:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m patches.paddlex_prompt",
-        description="Let custom prompts (e.g. 'OCR:{\"发票号码\":\"\"}') through PaddleX's "
+        description='Let custom prompts (e.g. \'OCR:{"发票号码":""}\') through PaddleX\'s '
         "PaddleOCR-VL pipeline and serving schema.",
     )
     parser.add_argument("command", choices=["check", "apply", "revert", "diff"])

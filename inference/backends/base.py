@@ -41,11 +41,14 @@ class GenerationOptions:
 
 
 class Backend:
-    """Base class: subclasses implement `generate` (local models) or `agenerate` (servers).
+    """Base class: local models implement `_generate`; servers override both public calls.
 
     Local models run one call at a time (a lock: Paddle and torch models are not
     re-entrant and use every core anyway); `agenerate` runs `generate` in a worker thread
     so an async caller (the HTTP service) stays responsive.
+
+    The image arrives already sized for the model (`inference.imaging.prepare_image`);
+    a backend tells its processor to keep that size.
     """
 
     name = "base"
@@ -60,18 +63,29 @@ class Backend:
     def model_name(self) -> str:
         return self.name
 
-    def generate(self, image: Image.Image, prompt: str) -> Generation:
+    def _generate(self, image: Image.Image, prompt: str) -> Generation:
         raise NotImplementedError
 
-    async def agenerate(self, image: Image.Image, prompt: str) -> Generation:
-        def locked() -> Generation:
-            with self._lock:
-                return self.generate(image, prompt)
+    def generate(self, image: Image.Image, prompt: str) -> Generation:
+        with self._lock:
+            return self._generate(image, prompt)
 
-        return await asyncio.to_thread(locked)
+    async def agenerate(self, image: Image.Image, prompt: str) -> Generation:
+        return await asyncio.to_thread(self.generate, image, prompt)
+
+    async def aclose(self) -> None:
+        """Async counterpart of `close` (servers close their connections on their loop)."""
+        self.close()
 
     def close(self) -> None:
         """Free the model / connections (idempotent)."""
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name}
+
+
+def finish_reason_from_tokens(n_tokens: int | None, max_new_tokens: int) -> str | None:
+    """'length' when the token budget was used up, else 'stop' (None if unknown)."""
+    if n_tokens is None:
+        return None
+    return "length" if n_tokens >= max_new_tokens else "stop"

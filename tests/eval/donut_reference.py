@@ -29,7 +29,7 @@ def _edit_dist_init(len1: int, len2: int) -> list[list[int]]:
     return lev
 
 
-def _edit_dist_step(lev, i, j, s1, s2, substitution_cost=1):  # noqa: ANN001
+def _edit_dist_step(lev, i, j, s1, s2, substitution_cost=1):
     c1 = s1[i - 1]
     c2 = s2[j - 1]
     a = lev[i - 1][j] + 1
@@ -67,7 +67,7 @@ class Node:
 
 
 class AnnotatedTree:
-    def __init__(self, root: Node, get_children) -> None:  # noqa: ANN001
+    def __init__(self, root: Node, get_children) -> None:
         self.get_children = get_children
         self.root = root
         self.nodes: list[Node] = []
@@ -107,12 +107,12 @@ class AnnotatedTree:
         self.keyroots = sorted(keyroots.values())
 
 
-def zss_distance(A, B, get_children, insert_cost, remove_cost, update_cost) -> float:  # noqa: ANN001, N803
-    A, B = AnnotatedTree(A, get_children), AnnotatedTree(B, get_children)  # noqa: N806
+def zss_distance(A, B, get_children, insert_cost, remove_cost, update_cost) -> float:
+    A, B = AnnotatedTree(A, get_children), AnnotatedTree(B, get_children)
     treedists = np.zeros((len(A.nodes), len(B.nodes)), float)
 
     def treedist(i: int, j: int) -> None:
-        Al, Bl, An, Bn = A.lmds, B.lmds, A.nodes, B.nodes  # noqa: N806
+        Al, Bl, An, Bn = A.lmds, B.lmds, A.nodes, B.nodes
         m = i - Al[i] + 2
         n = j - Bl[j] + 2
         fd = np.zeros((m, n), float)
@@ -154,7 +154,7 @@ class JSONParseEvaluator:
     def flatten(data: dict) -> list:
         flatten_data = []
 
-        def _flatten(value, key=""):  # noqa: ANN001
+        def _flatten(value, key=""):
             if type(value) is dict:
                 for child_key, child_value in value.items():
                     _flatten(child_value, f"{key}.{child_key}" if key else child_key)

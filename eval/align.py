@@ -1,0 +1,307 @@
+"""Align a predicted JSON value with the gold one, leaf by leaf, and judge every leaf.
+
+* dicts are aligned by key (gold keys in gold order, then predicted-only keys);
+* lists (of dicts or of strings) by Hungarian matching
+  (``scipy.optimize.linear_sum_assignment``) on item similarity: for two scalars 1 if
+  their normalised values are equal, else their normalised Levenshtein similarity; for two
+  dicts the mean of that over the union of their (flattened) leaf keys; 0 across kinds.
+  Pairs with similarity 0 stay unmatched;
+* a value of the wrong kind (a string where the gold has a dict, ...) is treated as
+  absent for the gold side and as predicted-only for the prediction side.
+
+Each leaf gets one outcome, from the normalised values (``data_tools.normalize``, type
+from the schema at the leaf's key path):
+
+=================  ===================================================
+``tp``             gold not empty, prediction equal
+``wrong``          gold not empty, prediction not empty and different
+``miss``           gold not empty, prediction empty or absent
+``hallucinated``   gold empty or absent, prediction not empty
+``tn``             both empty (not counted in any rate)
+=================  ===================================================
+
+A leaf's *field* is its key path with list items marked ``[]``:
+``购买方.名称``, ``货物或应税劳务、服务[].金额``, ``tags[]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+from scipy.optimize import linear_sum_assignment
+
+from eval.anls import anls
+
+TP, WRONG, MISS, HALLUCINATED, TN = "tp", "wrong", "miss", "hallucinated", "tn"
+OUTCOMES = (TP, WRONG, MISS, HALLUCINATED)
+ITEM = "[]"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(slots=True)
+class Leaf:
+    """One judged leaf."""
+
+    field: str
+    ftype: str
+    gold: Any
+    pred: Any
+    outcome: str
+    anls: float
+    line_item: bool  # inside a list of objects
+
+
+@dataclass
+class RowStats:
+    """Rows of lists of objects: matched rows that are entirely right, and row counts."""
+
+    exact: int = 0
+    gold: int = 0
+    pred: int = 0
+
+
+class Normalizer:
+    """``normalize_value`` with a per-run memo (values repeat across systems and rows)."""
+
+    def __init__(
+        self, normalize: Callable[[Any, str], str], type_of: Callable[[tuple[str, ...]], str]
+    ) -> None:
+        self._normalize = normalize
+        self._type_of = type_of
+        self._values: dict[tuple[str, str], str] = {}
+        self._types: dict[tuple[str, ...], str] = {}
+
+    def ftype(self, path: tuple[str, ...]) -> str:
+        t = self._types.get(path)
+        if t is None:
+            t = self._types[path] = self._type_of(tuple(p for p in path if p != ITEM))
+        return t
+
+    def value(self, value: Any, ftype: str) -> str:
+        if value is MISSING or value is None:
+            return ""
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = value
+        elif isinstance(value, (int, float)):
+            text = repr(value) if isinstance(value, float) else str(value)
+        else:  # a dict or list where a leaf was expected: compare its JSON text
+            import json
+
+            text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        key = (text, ftype)
+        out = self._values.get(key)
+        if out is None:
+            out = self._values[key] = self._normalize(text, ftype)
+        return out
+
+
+@dataclass
+class Alignment:
+    leaves: list[Leaf] = field(default_factory=list)
+    rows: RowStats = field(default_factory=RowStats)
+
+
+def _field_name(path: tuple[str, ...]) -> str:
+    out = ""
+    for p in path:
+        if p == ITEM:
+            out += ITEM
+        else:
+            out = f"{out}.{p}" if out else p
+    return out
+
+
+def align(gold: Any, pred: Any, norm: Normalizer) -> Alignment:
+    """Judge every leaf of ``gold`` and ``pred`` (any JSON values)."""
+    result = Alignment()
+    _align(gold, pred, (), norm, result, False)
+    return result
+
+
+def _is_scalar(v: Any) -> bool:
+    return not isinstance(v, (dict, list)) and v is not MISSING
+
+
+def _align(
+    g: Any, p: Any, path: tuple[str, ...], norm: Normalizer, out: Alignment, in_row: bool
+) -> None:
+    if isinstance(g, dict):
+        if isinstance(p, dict):
+            for k, gv in g.items():
+                _align(gv, p.get(k, MISSING), (*path, k), norm, out, in_row)
+            for k, pv in p.items():
+                if k not in g:
+                    _align(MISSING, pv, (*path, k), norm, out, in_row)
+        else:
+            for k, gv in g.items():
+                _align(gv, MISSING, (*path, k), norm, out, in_row)
+            if p is not MISSING:
+                _align(MISSING, p, path, norm, out, in_row)
+        return
+    if isinstance(g, list):
+        if isinstance(p, list):
+            _align_lists(g, p, path, norm, out, in_row)
+        else:
+            _align_lists(g, [], path, norm, out, in_row)
+            if p is not MISSING:
+                _align(MISSING, p, path, norm, out, in_row)
+        return
+    # g is a scalar or MISSING
+    if isinstance(p, dict):
+        if g is not MISSING:
+            _leaf(g, MISSING, path, norm, out, in_row)
+        for k, pv in p.items():
+            _align(MISSING, pv, (*path, k), norm, out, in_row)
+        return
+    if isinstance(p, list):
+        if g is not MISSING:
+            _leaf(g, MISSING, path, norm, out, in_row)
+        _align_lists([], p, path, norm, out, in_row)
+        return
+    _leaf(g, p, path, norm, out, in_row)
+
+
+def _leaf(
+    g: Any, p: Any, path: tuple[str, ...], norm: Normalizer, out: Alignment, in_row: bool
+) -> None:
+    ftype = norm.ftype(path)
+    gn = norm.value(g, ftype)
+    pn = norm.value(p, ftype)
+    if gn:
+        if gn == pn:
+            outcome, score = TP, 1.0
+        elif pn:
+            outcome, score = WRONG, anls(gn, pn)
+        else:
+            outcome, score = MISS, 0.0
+    else:
+        outcome, score = (HALLUCINATED, 0.0) if pn else (TN, 1.0)
+    out.leaves.append(
+        Leaf(
+            field=_field_name(path),
+            ftype=ftype,
+            gold=None if g is MISSING else g,
+            pred=None if p is MISSING else p,
+            outcome=outcome,
+            anls=score,
+            line_item=in_row,
+        )
+    )
+
+
+# ---------------------------------------------------------------- lists
+def _flat_leaves(v: Any, path: tuple[str, ...], norm: Normalizer) -> dict[tuple[str, ...], str]:
+    """Flattened normalised leaves of one list item (nested lists become one sorted string)."""
+    out: dict[tuple[str, ...], str] = {}
+
+    def walk(x: Any, here: tuple[str, ...]) -> None:
+        if isinstance(x, dict):
+            for k, xv in x.items():
+                walk(xv, (*here, k))
+        elif isinstance(x, list):
+            parts = []
+            for item in x:
+                sub = _flat_leaves(item, (*here, ITEM), norm)
+                parts.extend(f"{'.'.join(k)}={s}" for k, s in sub.items())
+            out[here] = "|".join(sorted(parts))
+        else:
+            out[here] = norm.value(x, norm.ftype((*path, *here)))
+
+    walk(v, ())
+    return out
+
+
+def _scalar_similarity(a: str, b: str) -> float:
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    return Levenshtein.normalized_similarity(a, b)
+
+
+def _item_similarity(
+    ga: dict[tuple[str, ...], str] | None, pa: dict[tuple[str, ...], str] | None
+) -> float:
+    if ga is None or pa is None:
+        return 0.0
+    keys = [k for k in {**ga, **pa} if ga.get(k, "") or pa.get(k, "")]
+    if not keys:
+        return 1.0
+    return sum(_scalar_similarity(ga.get(k, ""), pa.get(k, "")) for k in keys) / len(keys)
+
+
+def _align_lists(
+    g: list[Any],
+    p: list[Any],
+    path: tuple[str, ...],
+    norm: Normalizer,
+    out: Alignment,
+    in_row: bool,
+) -> None:
+    item_path = (*path, ITEM)
+    g_dicts = [isinstance(x, dict) for x in g]
+    p_dicts = [isinstance(x, dict) for x in p]
+    out.rows.gold += sum(g_dicts)
+    out.rows.pred += sum(p_dicts)
+    if not g or not p:
+        for x, is_row in zip(g, g_dicts, strict=True):
+            _align(x, MISSING, item_path, norm, out, in_row or is_row)
+        for x, is_row in zip(p, p_dicts, strict=True):
+            _align(MISSING, x, item_path, norm, out, in_row or is_row)
+        return
+
+    def kind(x: Any) -> str:
+        return "dict" if isinstance(x, dict) else ("list" if isinstance(x, list) else "scalar")
+
+    def features(x: Any) -> Any:
+        if isinstance(x, (dict, list)):
+            return _flat_leaves(x, item_path, norm)
+        return norm.value(x, norm.ftype(item_path))
+
+    g_kinds, p_kinds = [kind(x) for x in g], [kind(x) for x in p]
+    gf, pf = [features(x) for x in g], [features(x) for x in p]
+    sim = np.zeros((len(g), len(p)))
+    for i, (a, ak) in enumerate(zip(gf, g_kinds, strict=True)):
+        for j, (b, bk) in enumerate(zip(pf, p_kinds, strict=True)):
+            if ak != bk:
+                s = 0.0
+            elif ak == "scalar":
+                s = _scalar_similarity(a, b) if (a or b) else 1.0
+            else:
+                s = _item_similarity(a, b)
+            # prefer keeping positions on ties
+            sim[i, j] = s + (1e-9 if i == j else 0.0)
+    rows, cols = linear_sum_assignment(sim, maximize=True)
+    matched_g: set[int] = set()
+    matched_p: set[int] = set()
+    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+        if sim[i, j] <= 1e-9:
+            continue
+        matched_g.add(i)
+        matched_p.add(j)
+        is_row = g_dicts[i] or p_dicts[j]
+        start = len(out.leaves)
+        _align(g[i], p[j], item_path, norm, out, in_row or is_row)
+        if g_dicts[i] and p_dicts[j]:
+            row_leaves = out.leaves[start:]
+            if all(lf.outcome in (TP, TN) for lf in row_leaves):
+                out.rows.exact += 1
+    for i, x in enumerate(g):
+        if i not in matched_g:
+            _align(x, MISSING, item_path, norm, out, in_row or g_dicts[i])
+    for j, x in enumerate(p):
+        if j not in matched_p:
+            _align(MISSING, x, item_path, norm, out, in_row or p_dicts[j])

@@ -1,0 +1,270 @@
+"""Score samples: one sample = one document x one prompt of one system.
+
+``score_sample`` is a pure function of a ``Sample`` and a ``ScoringContext``; it returns
+the sample's additive statistics (``eval.metrics.SAMPLE_STATS``) in two views -
+*repaired* (whatever ``data_tools.parsing`` recovered) and *strict* (only strictly valid
+JSON counts; anything else is scored as ``{}``) - plus per-field leaf statistics and the
+leaf diffs the report shows for the worst samples. ``score_samples`` runs it over many
+samples, in worker processes when there are enough of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from data_tools.normalize import normalize_value
+from data_tools.prompts import requested_paths
+from eval.align import HALLUCINATED, ITEM, MISS, TN, TP, WRONG, Normalizer, align
+from eval.anls import anls_star
+from eval.donut import donut_scores
+from eval.kie_accuracy import kie_accuracy
+from eval.metrics import LEAF_STATS, SAMPLE_STATS
+
+log = logging.getLogger(__name__)
+
+# how a prediction reached us; "given" = already parsed (no raw text), "missing" = no record
+PARSE_METHODS = ("strict", "embedded", "repaired", "failed", "given", "missing")
+_OUTCOME_STAT = {TP: "tp", WRONG: "wrong", MISS: "miss", HALLUCINATED: "hal", TN: "tn"}
+
+
+@dataclass
+class Sample:
+    id: str
+    prompt: str
+    gold: Any  # the gold answer to this prompt (the gold fields projected on the request)
+    value: Any  # the parsed prediction (None when nothing could be read)
+    method: str  # one of PARSE_METHODS
+    request: dict[str, Any] = field(default_factory=dict)  # {} = full prompt
+    truncated: bool = False
+    duplicate_keys: list[str] = field(default_factory=list)
+    conflicting_duplicate_keys: list[str] = field(default_factory=list)
+    doc_type: str = "unknown"
+    source: str = "unknown"
+    latency_s: float | None = None
+    stage_latency_s: dict[str, float] = field(default_factory=dict)
+    raw_output: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.id, self.prompt)
+
+
+@dataclass
+class ScoringContext:
+    """What ``score_sample`` needs besides the sample; picklable for worker processes."""
+
+    field_types: dict[tuple[str, ...], str] = field(default_factory=dict)  # leaf path -> type
+
+    def type_of(self, path: tuple[str, ...]) -> str:
+        """Type of a leaf path (no ``[]`` markers); ``text`` for paths the schema lacks."""
+        return self.field_types.get(path, "text")
+
+    @classmethod
+    def from_schema(cls, schema: Any | None) -> ScoringContext:
+        """Leaf types from a ``data_tools.schema.Schema`` (None: every leaf is text)."""
+        if schema is None:
+            return cls()
+        types = {}
+        for path in schema.leaf_paths():
+            plain = tuple(p for p in path if p != ITEM)
+            types[plain] = schema.field_type(plain)
+        return cls(types)
+
+
+@dataclass
+class FieldStats:
+    ftype: str
+    stats: dict[str, float]
+
+
+@dataclass
+class SampleScore:
+    key: tuple[str, str]
+    stats: dict[str, float]  # repaired view
+    strict_stats: dict[str, float]
+    fields: dict[str, FieldStats]  # repaired view, per field
+    diffs: list[dict[str, Any]]  # leaves that are not TP/TN (repaired view)
+
+
+def _zero_stats() -> dict[str, float]:
+    return dict.fromkeys(SAMPLE_STATS, 0.0)
+
+
+def _path_present(value: Any, path: Sequence[str]) -> bool:
+    if not path:
+        return True
+    head, rest = path[0], path[1:]
+    if head == ITEM:
+        if not isinstance(value, list):
+            return False
+        return all(_path_present(v, rest) for v in value if isinstance(v, dict)) and all(
+            isinstance(v, dict) for v in value
+        )
+    if not isinstance(value, dict) or head not in value:
+        return False
+    return _path_present(value[head], rest)
+
+
+def _view_value(sample: Sample, strict: bool) -> tuple[Any, bool]:
+    """(the dict to score, whether the output was a non-object)."""
+    ok = ("strict", "given") if strict else ("strict", "embedded", "repaired", "given")
+    if sample.method not in ok or sample.value is None:
+        return {}, False
+    if not isinstance(sample.value, dict):
+        return {}, True
+    return sample.value, False
+
+
+def _score_view(
+    sample: Sample, pred: Any, norm: Normalizer, with_fields: bool
+) -> tuple[dict[str, float], dict[str, FieldStats], list[dict[str, Any]]]:
+    st = _zero_stats()
+    st["n"] = 1.0
+    alignment = align(sample.gold, pred, norm)
+    per_field: dict[str, FieldStats] = {}
+    diffs: list[dict[str, Any]] = []
+    for leaf in alignment.leaves:
+        stat = _OUTCOME_STAT[leaf.outcome]
+        st[stat] += 1
+        if leaf.outcome != TN:
+            st["anls_sum"] += leaf.anls
+            st["anls_n"] += 1
+            if leaf.line_item:
+                st["li_" + stat] += 1
+        if with_fields:
+            fs = per_field.get(leaf.field)
+            if fs is None:
+                fs = per_field[leaf.field] = FieldStats(leaf.ftype, dict.fromkeys(LEAF_STATS, 0.0))
+            fs.stats[stat] += 1
+            if leaf.outcome != TN:
+                fs.stats["anls_sum"] += leaf.anls
+                fs.stats["anls_n"] += 1
+            if leaf.outcome not in (TP, TN):
+                diffs.append(
+                    {
+                        "field": leaf.field,
+                        "outcome": leaf.outcome,
+                        "gold": leaf.gold,
+                        "pred": leaf.pred,
+                        "anls": round(leaf.anls, 4),
+                    }
+                )
+    st["rows_exact"] = alignment.rows.exact
+    st["rows_gold"] = alignment.rows.gold
+    st["rows_pred"] = alignment.rows.pred
+    errors = st["wrong"] + st["miss"] + st["hal"]
+    st["exact"] = 1.0 if errors == 0 else 0.0
+    denom = 2 * st["tp"] + 2 * st["wrong"] + st["miss"] + st["hal"]
+    st["doc_f1"] = 1.0 if denom == 0 else 2 * st["tp"] / denom
+    st["kie_acc"] = kie_accuracy(sample.gold, pred)
+    dc, st["nted_acc"] = donut_scores(pred, sample.gold)
+    st["donut_tp"] = dc.tp
+    st["donut_err"] = dc.fn_or_fp
+    st["anls_star"] = anls_star(sample.gold, pred)
+    if sample.request:
+        st["partial"] = 1.0
+        paths = requested_paths(sample.request)
+        st["instr_requested"] = len(paths)
+        st["instr_present"] = sum(_path_present(pred, p) for p in paths)
+        st["instr_unrequested"] = float(any(k not in sample.request for k in pred))
+    return st, per_field, diffs
+
+
+def score_sample(
+    sample: Sample, ctx: ScoringContext, norm: Normalizer | None = None
+) -> SampleScore:
+    """Both views of one sample. Never raises on any JSON value in ``sample.value``."""
+    norm = norm or Normalizer(normalize_value, ctx.type_of)
+    pred, non_object = _view_value(sample, strict=False)
+    try:
+        stats, fields, diffs = _score_view(sample, pred, norm, with_fields=True)
+    except RecursionError:  # absurdly deep JSON: score it as an unusable answer
+        log.warning("sample %s: prediction nested too deeply to score; scored as {}", sample.id)
+        pred, non_object = {}, True
+        stats, fields, diffs = _score_view(sample, pred, norm, with_fields=True)
+    if sample.method in ("strict", "given", "missing", "failed") or non_object:
+        strict_stats = dict(stats)  # both views read the same value
+    else:
+        strict_pred, _ = _view_value(sample, strict=True)
+        strict_stats, _, _ = _score_view(sample, strict_pred, norm, with_fields=False)
+    health = {
+        "json_strict": sample.method == "strict",
+        "json_embedded": sample.method == "embedded",
+        "json_repaired": sample.method == "repaired",
+        "json_failed": sample.method == "failed",
+        "json_given": sample.method == "given",
+        "json_missing": sample.method == "missing",
+        "json_truncated": sample.truncated,
+        "json_dup": bool(sample.duplicate_keys),
+        "json_conflict": bool(sample.conflicting_duplicate_keys),
+        "json_non_object": non_object,
+    }
+    for k, v in health.items():
+        stats[k] = strict_stats[k] = float(v)
+    return SampleScore(sample.key, stats, strict_stats, fields, diffs)
+
+
+@dataclass
+class ScoredRun:
+    """Scores of many samples; per-field statistics summed over all of them."""
+
+    scores: list[SampleScore]  # in sample order; their ``fields`` are emptied
+    fields: dict[str, FieldStats]
+
+    def absorb(self, other: ScoredRun) -> None:
+        self.scores.extend(other.scores)
+        for name, fs in other.fields.items():
+            mine = self.fields.get(name)
+            if mine is None:
+                self.fields[name] = FieldStats(fs.ftype, dict(fs.stats))
+            else:
+                for k, v in fs.stats.items():
+                    mine.stats[k] += v
+
+
+def _score_chunk(args: tuple[list[Sample], ScoringContext]) -> ScoredRun:
+    samples, ctx = args
+    norm = Normalizer(normalize_value, ctx.type_of)
+    run = ScoredRun([], {})
+    for s in samples:
+        sc = score_sample(s, ctx, norm)
+        run.absorb(ScoredRun([], sc.fields))
+        sc.fields = {}  # summed above; keeps what crosses process boundaries small
+        run.scores.append(sc)
+    return run
+
+
+def score_samples(
+    samples: Sequence[Sample],
+    ctx: ScoringContext,
+    *,
+    workers: int | None = None,
+    chunk_size: int = 250,
+    desc: str = "scoring",
+) -> ScoredRun:
+    """Score every sample (order kept); ``workers`` processes (default: CPU count) when > 1."""
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    chunks = [list(samples[i : i + chunk_size]) for i in range(0, len(samples), chunk_size)]
+    run = ScoredRun([], {})
+    bar = tqdm(
+        total=len(samples), desc=desc, unit="sample", leave=False, disable=len(samples) < 500
+    )
+    with bar:
+        if workers <= 1 or len(chunks) <= 1:
+            for c in chunks:
+                run.absorb(_score_chunk((c, ctx)))
+                bar.update(len(c))
+            return run
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+            parts: Iterable[ScoredRun] = pool.map(_score_chunk, [(c, ctx) for c in chunks])
+            for c, part in zip(chunks, parts, strict=True):
+                run.absorb(part)
+                bar.update(len(c))
+    return run

@@ -1,0 +1,1 @@
+"""The HTTP service of the production extractor (`python -m inference.serve`)."""

@@ -1,0 +1,121 @@
+"""Donut JSON F1 / nTED accuracy: hand-computed cases and equality with Donut's own code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from eval.donut import (
+    build_tree,
+    donut_f1,
+    donut_f1_counts,
+    donut_nted_accuracy,
+    donut_scores,
+    flatten,
+    normalize_dict,
+)
+from eval.ted import HAVE_NUMBA
+from tests.eval.donut_reference import JSONParseEvaluator
+from tests.eval.strategies import DOCS, JSON_VALUES
+
+REF = JSONParseEvaluator()
+
+
+def test_normalize_dict_follows_donut() -> None:
+    data = {"bb": "x ", "a": {"c": 0, "d": ["1", 2, True, None, " ", [3]]}, "e": "", "f": []}
+    # keys sorted by (len, key); falsy values dropped; dict values wrapped in a list;
+    # non-dict lists keep str/int/float items as stripped strings
+    assert normalize_dict(data) == {"a": [{"d": ["1", "2"]}], "bb": ["x"]}
+    assert normalize_dict("  ") == [""]
+    assert normalize_dict(0) == {}
+
+
+def test_flatten_repeats_keys_for_list_items() -> None:
+    data = {"menu": [{"name": ["cake"], "count": ["2"]}, {"name": ["juice"], "count": ["1"]}]}
+    assert flatten(data) == [
+        ("menu.name", "cake"),
+        ("menu.count", "2"),
+        ("menu.name", "juice"),
+        ("menu.count", "1"),
+    ]
+
+
+def test_f1_hand_computed() -> None:
+    gold = {"a": "1", "b": ["x", "y"]}
+    pred = {"a": "1", "b": ["x", "z"], "c": "3"}
+    # gold pairs: a=1, b=x, b=y ; pred pairs: a=1, b=x, b=z, c=3 -> TP 2, FP 2, FN 1
+    c = donut_f1_counts(pred, gold)
+    assert (c.tp, c.n_pred, c.n_gold) == (2, 4, 3)
+    assert donut_f1([pred], [gold]) == pytest.approx(2 / (2 + 3 / 2))
+    assert REF.cal_f1([pred], [gold]) == donut_f1([pred], [gold])
+
+
+def test_nted_hand_computed() -> None:
+    # gold tree: <root> -> a -> <leaf>abc ; TED(empty, gold) = 1 (key) + 3 (leaf) = 4
+    assert donut_nted_accuracy({"a": "abd"}, {"a": "abc"}) == pytest.approx(1 - 1 / 4)
+    assert donut_nted_accuracy({"a": "abc"}, {"a": "abc"}) == 1.0
+    # key renamed: relabel a->b costs 1
+    assert donut_nted_accuracy({"b": "abc"}, {"a": "abc"}) == pytest.approx(1 - 1 / 4)
+    # nothing predicted: the whole gold must be inserted -> 0
+    assert donut_nted_accuracy({}, {"a": "abc"}) == 0.0
+
+
+def test_tree_post_order_and_keyroots() -> None:
+    t = build_tree(normalize_dict({"a": "x", "bb": ["y", "z"]}))
+    assert t.labels == ["<leaf>x", "a", "<leaf>y", "<leaf>z", "bb", "<root>"]
+    assert t.lmd == [0, 0, 2, 3, 2, 0]
+    assert t.keyroots == [3, 4, 5]
+
+
+def test_empty_gold_does_not_divide_by_zero() -> None:
+    assert donut_f1([{}], [{}]) == 1.0
+    assert donut_f1([{"a": "1"}], [{}]) == 0.0
+    # Donut's cal_acc gives 0 for an empty gold tree (numpy nan/-inf through max(0, .))
+    assert donut_nted_accuracy({}, {}) == 0.0 == REF.cal_acc({}, {})
+    assert donut_nted_accuracy({"a": "1"}, {}) == 0.0 == REF.cal_acc({"a": "1"}, {})
+
+
+def test_real_vlm_labels_match_reference(vat_invoices: Path) -> None:
+    golds = [json.loads(x)["fields"] for x in (vat_invoices / "ground_truth.jsonl").open()]
+    preds = [
+        json.loads((vat_invoices / "vlm_labels" / f"b{i}.json").read_text())["data"]
+        for i in range(3)
+    ]
+    for p, g in zip(preds, golds, strict=True):
+        ref = REF.cal_acc(p, g)
+        assert donut_nted_accuracy(p, g) == ref
+        assert donut_nted_accuracy(p, g, compiled=False) == ref
+        assert 0.5 < ref < 0.8  # these labels use other schemas: far from perfect
+    assert donut_f1(preds, golds) == REF.cal_f1(preds, golds)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pred=JSON_VALUES, gold=DOCS)
+def test_nted_equals_donut_reference(pred: object, gold: dict) -> None:
+    ours = donut_nted_accuracy(pred, gold)
+    ours_py = donut_nted_accuracy(pred, gold, compiled=False)
+    assert ours == ours_py
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = REF.cal_acc(pred, gold)
+    assert ours == ref
+
+
+@settings(max_examples=150, deadline=None)
+@given(pred=DOCS, gold=DOCS)
+def test_f1_counts_equal_donut_reference(pred: dict, gold: dict) -> None:
+    c, acc = donut_scores(pred, gold)
+    assert acc == donut_nted_accuracy(pred, gold)
+    if c.n_gold + c.n_pred == 0:
+        with pytest.raises(ZeroDivisionError):
+            REF.cal_f1([pred], [gold])
+        return
+    assert donut_f1([pred], [gold]) == REF.cal_f1([pred], [gold])
+
+
+def test_numba_is_used_when_installed() -> None:
+    pytest.importorskip("numba")
+    assert HAVE_NUMBA

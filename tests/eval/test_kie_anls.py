@@ -1,0 +1,68 @@
+"""PaddleOCR-VL-KIE accuracy and ANLS / ANLS*: hand-computed values, package equality."""
+
+from __future__ import annotations
+
+import pytest
+from anls_star import anls_score
+from hypothesis import given, settings
+
+from eval.anls import anls, anls_star
+from eval.kie_accuracy import kie_accuracy
+from tests.eval.strategies import DOCS, JSON_VALUES
+
+
+def test_kie_accuracy_follows_the_published_rules() -> None:
+    gold = {
+        "total": "507.82",  # str equality: "¥507.82" is wrong
+        "date": "2016",
+        "buyer": {"name": "A", "tax": "1"},  # dict: all gold sub-keys recursively
+        "items": [{"n": "x"}, {"n": "y"}],  # list: equal after sorting by JSON
+        "tags": ["b", "a"],
+    }
+    pred = {
+        "total": "¥507.82",
+        "date": 2016,  # str(2016) == "2016"
+        "buyer": {"name": "A", "tax": "1", "extra": "ignored"},
+        "items": [{"n": "y"}, {"n": "x"}],
+        "tags": ["a", "b"],
+        "invented": "not penalised",
+    }
+    assert kie_accuracy(gold, pred) == pytest.approx(4 / 5)
+    # one typo in one item zeroes the whole list; a missing key is None
+    assert (
+        kie_accuracy({"items": [{"n": "x"}, {"n": "y"}]}, {"items": [{"n": "x"}, {"n": "z"}]})
+        == 0.0
+    )
+    assert kie_accuracy({"a": "None"}, {}) == 1.0  # str(None) == "None": their quirk
+    # an empty gold dict is never correct (0/0 -> 0.0 in their compare_results)
+    assert kie_accuracy({"a": {}, "b": "1"}, {"a": {}, "b": "1"}) == 0.5
+    assert kie_accuracy({}, {}) == 0.0
+    # inside lists, dicts compare by ==: an extra key makes the item wrong
+    assert kie_accuracy({"l": [{"a": "1"}]}, {"l": [{"a": "1", "b": ""}]}) == 0.0
+
+
+def test_anls_threshold() -> None:
+    assert anls("abcd", "abcd") == 1.0
+    assert anls("abcd", "abce") == pytest.approx(0.75)
+    assert anls("abcd", "axyd") == 0.0  # NLD 0.5 is not < 0.5
+    assert anls("", "") == 1.0
+    assert anls("abc", "") == 0.0
+
+
+def test_anls_star_hand_computed() -> None:
+    # two keys: one exact (1), one at NLD 1/4 (0.75); mean 0.875
+    assert anls_star({"a": "abcd", "b": "x"}, {"a": "abce", "b": "x"}) == pytest.approx(0.875)
+    # a hallucinated key adds a 0 to the mean
+    assert anls_star({"a": "x"}, {"a": "x", "b": "y"}) == pytest.approx(0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(gold=DOCS, pred=JSON_VALUES)
+def test_anls_star_equals_the_package(gold: dict, pred: object) -> None:
+    try:
+        expected = anls_score(gold, pred)
+    except Exception as exc:  # the package rejects some inputs; so must we
+        with pytest.raises(type(exc)):
+            anls_star(gold, pred)
+        return
+    assert anls_star(gold, pred) == expected

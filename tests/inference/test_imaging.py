@@ -1,0 +1,127 @@
+"""Image decoding limits, the model grid and the character-density downscale."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from data_tools.images import smart_resize
+from inference.imaging import (
+    ImageError,
+    ImageOptions,
+    ImageTooLarge,
+    density_scale,
+    fit_pixels,
+    ink_stats,
+    load_image,
+    prepare_image,
+)
+from inference.serving.loadgen import png_bomb
+
+
+def glyph_page(glyph: int, n: int = 120, page: tuple[int, int] | None = None) -> Image.Image:
+    """White page with `n` black "characters": a hollow square of side `glyph` and a bar."""
+    cols = 12
+    rows = -(-n // cols)
+    step = int(glyph * 1.6)
+    w, h = page or (cols * step + glyph, rows * step + glyph)
+    im = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(im)
+    stroke = max(1, glyph // 8)
+    for i in range(n):
+        x, y = glyph // 2 + (i % cols) * step, glyph // 2 + (i // cols) * step
+        d.rectangle([x, y, x + glyph, y + glyph], outline="black", width=stroke)
+        d.rectangle(
+            [x + glyph // 3, y + glyph // 3, x + glyph // 3 + stroke, y + 2 * glyph // 3],
+            fill="black",
+        )
+    return im
+
+
+def test_decompression_bomb_refused_from_the_header() -> None:
+    data = png_bomb()
+    assert len(data) < 200_000
+    t0 = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match="900000000 pixels"):
+        load_image(data, max_image_pixels=50_000_000)
+    assert time.perf_counter() - t0 < 1.0  # refused before decoding 900 M pixels
+    smaller = png_bomb(9000, 9000)  # under PIL's own bomb limit: our header check refuses it
+    with pytest.raises(ImageTooLarge, match="9000x9000 = 81000000 pixels"):
+        load_image(smaller, max_image_pixels=50_000_000)
+
+
+def test_not_an_image_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(b"%PDF-1.4 definitely not an image")
+    with pytest.raises(ImageError, match="file not found"):
+        load_image(tmp_path / "nope.jpg")
+    truncated = io.BytesIO()
+    Image.new("RGB", (200, 200), "red").save(truncated, format="PNG")
+    with pytest.raises(ImageError):
+        load_image(truncated.getvalue()[:60])
+
+
+def test_load_converts_to_rgb_from_any_source(tmp_path: Path) -> None:
+    gray = Image.new("L", (50, 40), 128)
+    path = tmp_path / "g.png"
+    gray.save(path)
+    for src in (path, str(path), path.read_bytes(), gray, np.zeros((40, 50), np.uint8)):
+        im = load_image(src)
+        assert im.mode == "RGB" and im.size == (50, 40)
+
+
+@pytest.mark.parametrize("size", [(100, 60), (1200, 900), (4000, 3000), (300, 2000)])
+def test_fit_pixels_lands_on_the_model_grid(size: tuple[int, int]) -> None:
+    min_p, max_p = 28 * 28 * 16, 28 * 28 * 400
+    out = fit_pixels(Image.new("RGB", size), min_p, max_p)
+    w, h = out.size
+    assert w % 28 == 0 and h % 28 == 0
+    assert min_p <= w * h <= max_p
+    assert (h, w) == smart_resize(size[1], size[0], min_pixels=min_p, max_pixels=max_p)
+    # idempotent: the model's processor will keep it as it is
+    assert fit_pixels(out, min_p, max_p).size == out.size
+
+
+def test_ink_stats_counts_glyphs_and_ignores_rules() -> None:
+    im = glyph_page(24, n=60)
+    d = ImageDraw.Draw(im)
+    d.line([0, 2, im.width, 2], fill="black", width=3)  # a ruling line: not a character
+    stats = ink_stats(im)
+    assert 100 <= stats.characters <= 130  # 2 components per glyph
+    assert stats.ink_per_char > 20
+
+
+def test_density_downscale_targets_about_50_ink_pixels_and_never_upscales() -> None:
+    big = glyph_page(60)
+    scale = density_scale(big, 50)
+    assert 0.1 < scale < 0.9
+    small = big.resize((round(big.width * scale), round(big.height * scale)), Image.LANCZOS)
+    after = ink_stats(small).ink_per_char
+    assert 25 <= after <= 100, after  # about the target (antialiasing blurs small glyphs)
+    tiny_text = glyph_page(8)
+    assert density_scale(tiny_text, 50) == 1.0
+    assert density_scale(Image.new("RGB", (500, 500), "white"), 50) == 1.0  # no text: keep
+
+
+def test_prepare_image_applies_density_then_the_grid() -> None:
+    page = glyph_page(60)
+    plain = prepare_image(page, ImageOptions(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 10000))
+    dense = prepare_image(
+        page, ImageOptions(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 10000, char_density=50)
+    )
+    assert plain.density_scale == 1.0 and dense.density_scale < 0.9
+    assert dense.size[0] * dense.size[1] < plain.size[0] * plain.size[1] * 0.8
+    assert dense.original_size == page.size
+    assert dense.size[0] % 28 == 0 and dense.size[1] % 28 == 0
+
+
+def test_image_options_validate() -> None:
+    with pytest.raises(ValueError):
+        ImageOptions(min_pixels=1000, max_pixels=500)
+    with pytest.raises(ValueError, match="unknown key"):
+        ImageOptions.from_dict({"max_pixel": 5})

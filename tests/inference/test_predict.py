@@ -1,0 +1,186 @@
+"""Batch prediction: inputs, the predictions contract, resume, backend failures, Excel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from data_tools.jsonl import dumps_line
+from inference.predict import ROW_KEYS, InputError, load_jobs, main, write_excel
+from tests.support.openai_stub import FaultPlan, OpenAIStub, TruthResponder, make_test_image
+
+REPO = Path(__file__).resolve().parents[2]
+TRUTH_A = {
+    "发票号码": "04518212",
+    "购买方": {"名称": "甲公司", "纳税人识别号": "91440300MA5"},
+    "货物或应税劳务、服务": [{"名称": "纸张", "金额": "10.00"}, {"名称": "墨盒", "金额": "=1+2"}],
+}
+SMALL = ["--min-pixels", str(28 * 28 * 4), "--max-pixels", str(28 * 28 * 64)]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    make_test_image(d / "a.png", seed=1)
+    make_test_image(d / "sub" / "b.jpg", seed=2)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_load_jobs_from_dir_labels_and_sft(images: Path, tmp_path: Path) -> None:
+    jobs = load_jobs(images, None)
+    assert [(j.id, j.prompt) for j in jobs] == [("a", "OCR:{}"), ("sub/b", "OCR:{}")]
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        dumps_line({"id": "inv-1", "image": "imgs/a.png", "doc_type": "vat", "fields": TRUTH_A}),
+        encoding="utf-8",
+    )
+    (job,) = load_jobs(labels, ['OCR:{"发票号码":""}'])
+    assert job.id == "inv-1" and job.image == (images / "a.png").resolve()
+
+    sft = tmp_path / "val.jsonl"
+    ernie = {
+        "image_info": [{"matched_text_index": 0, "image_url": str(images / "a.png")}],
+        "text_info": [
+            {"text": 'OCR:{"发票号码":""}', "tag": "mask"},
+            {"text": '{"发票号码": "1"}', "tag": "no_mask"},
+        ],
+    }
+    pf = {
+        "messages": [
+            {"role": "user", "content": "<image>OCR:{}"},
+            {"role": "assistant", "content": "{}"},
+        ],
+        "images": ["imgs/sub/b.jpg"],
+    }
+    sft.write_text(dumps_line(ernie) + dumps_line(pf), encoding="utf-8")
+    jobs = load_jobs(sft, None)
+    assert [(j.id, j.prompt) for j in jobs] == [("a", 'OCR:{"发票号码":""}'), ("b", "OCR:{}")]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": 1}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: neither a label record nor an SFT"):
+        load_jobs(bad, None)
+
+
+def test_predict_rows_resume_and_excel(images: Path, tmp_path: Path) -> None:
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "pred.jsonl"
+    xlsx = tmp_path / "report.xlsx"
+    args = ["--backend", "fake", "--input", str(images), "--out", str(out), "--no-progress", *SMALL]
+    args += ["--query", "发票号码,购买方", "--query", "OCR:{}"]
+    assert main([*args, "--excel", str(xlsx)]) == 0
+    rows = _rows(out)
+    assert len(rows) == 6  # 3 images x 2 prompts
+    for row in rows:
+        assert tuple(row) == ROW_KEYS
+        assert row["system"] == "fake:fake"
+    broken = [r for r in rows if r["id"] == "broken"]
+    assert all(r["parse"]["method"] == "failed" for r in broken)
+    assert all(r["parse"]["error"].startswith("image:") for r in broken)
+    good = next(r for r in rows if r["id"] == "a" and r["prompt"] != "OCR:{}")
+    assert good["prompt"] == 'OCR:{"发票号码":"","购买方":{}}'
+    assert good["prediction"] == {"发票号码": "", "购买方": {}}
+    assert good["usage"]["image_tokens"] > 0
+
+    # resume: a crash left a torn line and only part of the work; nothing is redone twice
+    keep = out.read_text(encoding="utf-8").splitlines(keepends=True)[:2]
+    out.write_text("".join(keep) + '{"id": "sub/b", "pro', encoding="utf-8")
+    assert main(args) == 0
+    rows = _rows(out)
+    assert len(rows) == 6
+    assert len({(r["id"], r["prompt"]) for r in rows}) == 6
+    assert main(args) == 0 and len(_rows(out)) == 6  # complete: nothing appended
+
+    wb = load_workbook(xlsx)
+    ws = wb["invoices"]
+    header = [c.value for c in ws[1]]
+    assert header[:5] == ["id", "image", "status", "errors", "latency_s"]
+    assert "发票号码" in header and "购买方.名称" in header  # schema columns
+    status = {r[0].value: r[2].value for r in ws.iter_rows(min_row=2)}
+    assert status == {"a": "ok", "broken": "error", "sub/b": "ok"}
+    assert wb["predictions"].max_row == 7
+
+
+def test_excel_flattens_lists_and_defuses_formulas(tmp_path: Path) -> None:
+    pred = tmp_path / "p.jsonl"
+    row = {
+        "id": "x",
+        "image": "x.png",
+        "system": "s",
+        "prompt": "OCR:{}",
+        "raw_output": "...",
+        "prediction": TRUTH_A,
+        "parse": {"method": "repaired", "truncated": True, "error": "cut", "duplicate_keys": []},
+        "latency_s": 1.5,
+        "usage": {},
+    }
+    pred.write_text(dumps_line(row), encoding="utf-8")
+    write_excel(pred, tmp_path / "r.xlsx", None)
+    ws = load_workbook(tmp_path / "r.xlsx")["invoices"]
+    cells = {h.value: v.value for h, v in zip(ws[1], ws[2], strict=True)}
+    assert cells["status"] == "truncated"
+    assert cells["货物或应税劳务、服务.名称"] == "纸张\n墨盒"
+    assert cells["货物或应税劳务、服务.金额"] == "10.00\n=1+2"  # one cell; not a formula
+    assert ws.cell(2, 1).data_type == "s"
+    assert all(c.data_type != "f" for c in ws[2])
+
+
+def test_backend_failures_are_not_written_and_retried(images: Path, tmp_path: Path) -> None:
+    truth = TruthResponder(default={})
+    out = tmp_path / "pred.jsonl"
+    # every call to the first image fails (500), the second succeeds
+    first = (images / "a.png").read_bytes()
+
+    def when(index: int, body: dict) -> str | None:
+        from tests.support.openai_stub import request_images
+
+        imgs = request_images(body)
+        return "500" if imgs and truth.identify(imgs[0]) == "a" else None
+
+    truth.add_image(first, {"发票号码": "1"}, key="a")
+    args = ["--backend", "openai", "--input", str(images), "--out", str(out), "--no-progress"]
+    args += [*SMALL, "--timeout-s", "10", "--max-attempts", "1"]
+    with OpenAIStub(truth, faults=FaultPlan(when=when)) as stub:
+        rc = main([*args, "--server-url", stub.base_url, "--concurrency", "2"])
+    assert rc == 1
+    assert [r["id"] for r in _rows(out)] == ["sub/b"]
+    with OpenAIStub(truth) as stub:  # the server recovered: the rerun fills the gap
+        assert main([*args, "--server-url", stub.base_url]) == 0
+    rows = _rows(out)
+    assert sorted(r["id"] for r in rows) == ["a", "sub/b"]
+    assert next(r for r in rows if r["id"] == "a")["prediction"] == {"发票号码": "1"}
+
+
+def test_cli_errors_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    assert main(["--backend", "fake", "--input", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert main(["--backend", "paddlex", "--input", str(tmp_path), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_predict_cli_on_the_tiny_model(tiny_model_dir: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.jsonl"
+    cmd = [sys.executable, "-m", "inference.predict", "--backend", "paddlex"]
+    cmd += ["--model-dir", str(tiny_model_dir), "--input", str(images), "--out", str(out)]
+    cmd += ["--query", "发票号码", "--max-new-tokens", "8", "--no-progress", *SMALL]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True"}
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _rows(out)
+    assert len(rows) == 2
+    assert all(tuple(row) == ROW_KEYS and row["prompt"] == 'OCR:{"发票号码":""}' for row in rows)
+    assert all(row["system"].startswith("paddlex:PaddleOCR-VL-0.9B@") for row in rows)
