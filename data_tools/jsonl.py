@@ -142,5 +142,7 @@ def drop_torn_tail(path: str | Path) -> bool:
         if ok:
             return False
         fh.truncate(last_start)
-    log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", path, len(last))
+    log.warning(
+        "%s: dropped a torn last line (%d bytes) left by an interrupted run", path, len(last)
+    )
     return True

@@ -106,7 +106,9 @@ def parse_prompt(prompt: str) -> dict[str, Any]:
     try:
         request = json.loads(body, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as exc:
-        raise PromptError(f"request after 'OCR:' is not valid JSON: {exc.msg} at {exc.pos}") from None
+        raise PromptError(
+            f"request after 'OCR:' is not valid JSON: {exc.msg} at {exc.pos}"
+        ) from None
     validate_request(request)
     return request
 

@@ -13,3 +13,22 @@ from training.tiny_model import build_tiny_model
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight PaddleOCR-VL-0.9B dir (about 5 MB; seconds to build)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "PaddleOCR-VL-0.9B-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic invoice SFT dataset (PaddleFormers messages/images format)."""
+    from training.tiny_data import TinyDataSpec, build_tiny_dataset
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    return build_tiny_dataset(root, TinyDataSpec(invoices=8, variants_per_image=2))
+
+
+@pytest.fixture(scope="session")
+def paddlex_tiny(tiny_model_dir: Path):
+    """The tiny model loaded once in PaddleX (dynamic graph, CPU)."""
+    from paddlex import create_model
+
+    return create_model(
+        "PaddleOCR-VL-0.9B", model_dir=str(tiny_model_dir), engine="paddle_dynamic", device="cpu"
+    )

@@ -126,14 +126,9 @@ def test_all_tokenizers_agree(tiny_model_dir: Path) -> None:
     assert px.decode(sp.encode(answer), skip_special_tokens=True) == answer
 
 
-def test_paddlex_loads_and_predicts(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from paddlex import create_model
-
+def test_paddlex_loads_and_predicts(paddlex_tiny, tmp_path: Path) -> None:
     image = tmp_path / "page.png"
     Image.new("RGB", (280, 200), "white").save(image)
-    model = create_model(
-        "PaddleOCR-VL-0.9B", model_dir=str(tiny_model_dir), engine="paddle_dynamic", device="cpu"
-    )
-    results = list(model.predict({"image": str(image), "query": "OCR:{}"}, max_new_tokens=8))
+    results = list(paddlex_tiny.predict({"image": str(image), "query": "OCR:{}"}, max_new_tokens=8))
     assert len(results) == 1
     assert isinstance(results[0]["result"], str)
