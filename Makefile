@@ -13,7 +13,8 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
 
-.PHONY: help setup fonts lock test test-fast lint format demo label qa label-lines convert dataset bench clean
+.PHONY: help setup fonts lock test test-fast lint format demo label qa label-lines convert dataset \
+	train setup-train-gpu summary export patch unpatch predict serve setup-torch baseline eval bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -77,6 +78,57 @@ dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OU
 
 demo: $(STAMP)  ## the main job on its embedded default (synthetic invoices → labels → SFT dataset)
 	$(PY) -m data_tools.demo $(ARGS)
+
+# ---------------------------------------------------------------- training
+TRAIN_PY ?= $(PY)
+RUN ?= outputs/train/cpu_tiny
+CKPT ?= $(RUN)/checkpoints
+BASE ?= outputs/models/PaddleOCR-VL-0.9B-tiny
+MODEL_OUT ?= $(RUN)/model
+
+train:  ## SFT from a recipe: make train CONFIG=configs/train/cpu_tiny.yaml [ARGS="key=value --resume --dry-run"] [TRAIN_PY=.venv-train-gpu/bin/python]
+	@test -n "$(CONFIG)" || { echo "usage: make train CONFIG=configs/train/<recipe>.yaml [ARGS=...]" >&2; exit 2; }
+	@if [ "$(TRAIN_PY)" = "$(PY)" ]; then $(MAKE) --no-print-directory $(STAMP); fi
+	$(TRAIN_PY) -m training.train --config $(CONFIG) $(ARGS)
+
+setup-train-gpu:  ## GPU training venv .venv-train-gpu: paddlepaddle-gpu (PaddlePaddle index), ERNIEKit (ERNIE checkout), PaddleFormers
+	bash scripts/setup_train_gpu.sh
+
+summary: $(STAMP)  ## loss curve + throughput of a run: make summary [RUN=outputs/train/cpu_tiny] [ARGS=--json]
+	$(PY) -m training.summary $(RUN) $(ARGS)
+
+export: $(STAMP)  ## deployable model dir, checked in PaddleX: make export [CKPT=... BASE=... MODEL_OUT=...] [ARGS="--force --no-verify"]
+	$(PY) -m training.export --ckpt $(CKPT) --base-model $(BASE) --out $(MODEL_OUT) $(ARGS)
+
+# ---------------------------------------------------------------- inference and serving
+TORCH_VENV ?= .venv-torch
+TORCH_PY := $(TORCH_VENV)/bin/python
+# torch 2.13.0+cpu: a local wheel in /opt/wheels when present, else PyTorch's CPU index
+TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+
+patch: $(STAMP)  ## let custom prompts through PaddleX's PaddleOCR-VL pipeline (ARGS="--paddlex PATH")
+	$(PY) -m patches.paddlex_prompt apply $(ARGS)
+
+unpatch: $(STAMP)  ## restore PaddleX's original files (byte-exact)
+	$(PY) -m patches.paddlex_prompt revert $(ARGS)
+
+predict: $(STAMP)  ## batch prediction: make predict ARGS="--backend paddlex --model-dir D --input DIR --out predictions.jsonl [--excel out.xlsx]"
+	$(PY) -m inference.predict $(ARGS)
+
+serve: $(STAMP)  ## HTTP service: make serve [CONFIG=configs/serve/default.yaml] [ARGS="--port 8080"]
+	$(PY) -m inference.serve --config $(or $(CONFIG),configs/serve/default.yaml) $(ARGS)
+
+setup-torch: $(STAMP)  ## optional .venv-torch for the transformers backend (torch CPU + transformers)
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(UV) pip sync -q --python $(TORCH_PY) $(TORCH_INDEX) requirements/torch.txt
+	$(UV) pip install -q --python $(TORCH_PY) --no-deps -e .
+
+# ---------------------------------------------------------------- benchmark
+baseline: $(STAMP)  ## OCR + LLM baseline: make baseline DATASET=labels.jsonl LLM_URL=http://127.0.0.1:8180/v1 [LLM_MODEL=name] [OUT=outputs/baseline/predictions.jsonl]
+	$(PY) -m inference.baseline --dataset $(DATASET) $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL)) --out $(or $(OUT),outputs/baseline/predictions.jsonl) $(ARGS)
+
+eval: $(STAMP)  ## score predictions: make eval GOLD=labels.jsonl PRED="a.jsonl b.jsonl" [SCHEMA=vat_invoice] [OUT=outputs/eval]
+	$(PY) -m eval.score --gold $(GOLD) $(foreach p,$(PRED),--pred $(p)) --schema $(or $(SCHEMA),vat_invoice) --out-dir $(or $(OUT),outputs/eval) $(ARGS)
 
 bench: $(STAMP)  ## run the benchmarks in benchmarks/ (prints numbers)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
