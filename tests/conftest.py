@@ -27,3 +27,12 @@ def shared_fixtures() -> Path:
 def vat_invoices(shared_fixtures: Path) -> Path:
     """The three real VAT invoice photos with hand-checked truth."""
     return shared_fixtures / "vat_invoices"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight PaddleOCR-VL-0.9B dir (about 5 MB; seconds to build), shared by
+    the training and inference tests."""
+    from training.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "PaddleOCR-VL-0.9B-tiny")

@@ -103,12 +103,18 @@ def test_same_inputs_same_bytes(tmp_path):
     for name in ("train.jsonl", "val.jsonl", "split.json", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     build([labels], tmp_path / "c", BuildConfig(variants_per_image=6, val_ratio=0.2, seed=4))
-    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (tmp_path / "c" / "train.jsonl").read_bytes()
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (
+        tmp_path / "c" / "train.jsonl"
+    ).read_bytes()
 
 
 def test_image_root_rewrites_paths(tmp_path):
     labels = make_labels(tmp_path, n=2)
-    build([labels], tmp_path / "o", BuildConfig(variants_per_image=1, val_ratio=0, image_root="/mnt/train"))
+    build(
+        [labels],
+        tmp_path / "o",
+        BuildConfig(variants_per_image=1, val_ratio=0, image_root="/mnt/train"),
+    )
     urls = {ernie_pairs(r)[0] for r in read(tmp_path / "o" / "train.jsonl")}
     assert urls == {"/mnt/train/img/0.png", "/mnt/train/img/1.png"}
 
@@ -130,7 +136,9 @@ def test_bad_images_stop_the_build_unless_skipped(tmp_path):
 
 def test_stats_visual_tokens_and_sizes(tmp_path):
     labels = make_labels(tmp_path, n=2)
-    stats = build([labels], tmp_path / "o", BuildConfig(variants_per_image=1, val_ratio=0, max_pixels=200_000))
+    stats = build(
+        [labels], tmp_path / "o", BuildConfig(variants_per_image=1, val_ratio=0, max_pixels=200_000)
+    )
     expected = sorted(visual_tokens(100, 200 + i, max_pixels=200_000) for i in range(2))
     assert stats["visual_tokens_per_image"]["min"] == expected[0]
     assert stats["visual_tokens_per_image"]["max"] == expected[1]
@@ -149,7 +157,9 @@ def test_split_is_stable_when_images_are_added():
 def test_few_fields_give_fewer_variants(tmp_path):
     Image.new("RGB", (50, 50)).save(tmp_path / "a.png")
     write_labels(tmp_path / "l.jsonl", [LabelRecord("a", "a.png", "x", {"k": "v"})])
-    stats = build([tmp_path / "l.jsonl"], tmp_path / "o", BuildConfig(variants_per_image=5, val_ratio=0))
+    stats = build(
+        [tmp_path / "l.jsonl"], tmp_path / "o", BuildConfig(variants_per_image=5, val_ratio=0)
+    )
     assert stats["records"]["train"] == 2  # OCR:{} and OCR:{"k":""}: nothing else is distinct
     assert stats["images_short_of_variants"] == 1
 
@@ -174,7 +184,9 @@ def test_real_invoices_roundtrip(vat_invoices, tmp_path):
 def test_cli_errors_and_success(tmp_path):
     labels = make_labels(tmp_path, n=2)
     cmd = [sys.executable, "-m", "data_tools.build_dataset", "--labels", str(labels), "--out-dir"]
-    ok = subprocess.run([*cmd, str(tmp_path / "o"), "--val-ratio", "0"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [*cmd, str(tmp_path / "o"), "--val-ratio", "0"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert "train.jsonl (12 records, 2 images)" in ok.stdout  # default: 6 per image
     (tmp_path / "img" / "0.png").unlink()
@@ -184,7 +196,15 @@ def test_cli_errors_and_success(tmp_path):
     bad_line = tmp_path / "bad.jsonl"
     bad_line.write_text('{"id": "a", "image": "a.png", "fields": {"n": 1}}\n', encoding="utf-8")
     res = subprocess.run(
-        [sys.executable, "-m", "data_tools.build_dataset", "--labels", str(bad_line), "--out-dir", str(tmp_path / "o3")],
+        [
+            sys.executable,
+            "-m",
+            "data_tools.build_dataset",
+            "--labels",
+            str(bad_line),
+            "--out-dir",
+            str(tmp_path / "o3"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -199,6 +219,8 @@ def test_records_flagged_for_review_are_left_out(tmp_path):
     stats = build([labels], tmp_path / "o", BuildConfig(variants_per_image=1, val_ratio=0))
     assert stats["skipped_needs_review"] == 1 and stats["records"]["train"] == 2
     stats = build(
-        [labels], tmp_path / "o2", BuildConfig(variants_per_image=1, val_ratio=0, include_needs_review=True)
+        [labels],
+        tmp_path / "o2",
+        BuildConfig(variants_per_image=1, val_ratio=0, include_needs_review=True),
     )
     assert stats["skipped_needs_review"] == 0 and stats["records"]["train"] == 3

@@ -79,6 +79,11 @@ def test_parsers_reject_garbage():
     assert parse_date("2016年13月40日") is None
 
 
-@given(st.text(), st.sampled_from(["text", "amount", "amount_in_words", "number", "date", "code", "id", "percent"]))
+@given(
+    st.text(),
+    st.sampled_from(
+        ["text", "amount", "amount_in_words", "number", "date", "code", "id", "percent"]
+    ),
+)
 def test_normalize_never_raises(value, field_type):
     assert isinstance(normalize_value(value, field_type), str)

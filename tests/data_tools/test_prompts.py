@@ -35,7 +35,9 @@ def test_build_prompt_matches_published_convention():
 
 
 def test_request_for_keys_is_type_aware():
-    assert request_for_keys(FIELDS, ["标签", "购买方", "发票号码", "货物或应税劳务、服务", "nope"]) == {
+    assert request_for_keys(
+        FIELDS, ["标签", "购买方", "发票号码", "货物或应税劳务、服务", "nope"]
+    ) == {
         "标签": [],
         "购买方": {},
         "发票号码": "",
@@ -47,7 +49,9 @@ def test_request_for_keys_is_type_aware():
 def test_project_full_partial_and_structured():
     assert project(FIELDS, {}) == FIELDS
     assert project(FIELDS, {"发票号码": ""}) == {"发票号码": "12271524"}
-    ans = project(FIELDS, {"货物或应税劳务、服务": [{"金额": "", "名称": ""}], "购买方": {"名称": ""}})
+    ans = project(
+        FIELDS, {"货物或应税劳务、服务": [{"金额": "", "名称": ""}], "购买方": {"名称": ""}}
+    )
     assert ans == {
         "货物或应税劳务、服务": [
             {"金额": "2987.18", "名称": "红米3"},

@@ -24,11 +24,23 @@ def test_roundtrip(tmp_path):
     ("line", "message"),
     [
         ('{"image": "a.jpg", "fields": {}}', r"labels\.jsonl:2: missing required key 'id'"),
-        ('{"id": "x", "image": "a.jpg", "fields": {"n": 5}}', r":2: fields\.n: values must be strings"),
-        ('{"id": "x", "image": "a.jpg", "fields": {"l": ["a", {"b": "c"}]}}', r"fields\.l: a list mixes"),
+        (
+            '{"id": "x", "image": "a.jpg", "fields": {"n": 5}}',
+            r":2: fields\.n: values must be strings",
+        ),
+        (
+            '{"id": "x", "image": "a.jpg", "fields": {"l": ["a", {"b": "c"}]}}',
+            r"fields\.l: a list mixes",
+        ),
         ('{"id": "x", "image": "a.jpg", "fields": {"l": [1]}}', r"fields\.l: list items must be"),
-        ('{"id": "a", "image": "a.jpg", "fields": {}}', r":2: duplicate id 'a' \(first on line 1\)"),
-        ('{"id": "x", "image": "a.jpg", "fields": {}, "extra": 1}', r"unknown top-level keys \['extra'\]"),
+        (
+            '{"id": "a", "image": "a.jpg", "fields": {}}',
+            r":2: duplicate id 'a' \(first on line 1\)",
+        ),
+        (
+            '{"id": "x", "image": "a.jpg", "fields": {}, "extra": 1}',
+            r"unknown top-level keys \['extra'\]",
+        ),
         ("not json", r"labels\.jsonl:2: not valid JSON"),
     ],
 )

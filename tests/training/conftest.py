@@ -6,14 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from training.tiny_model import build_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight PaddleOCR-VL-0.9B dir (about 5 MB; seconds to build)."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "PaddleOCR-VL-0.9B-tiny")
-
 
 @pytest.fixture(scope="session")
 def tiny_sft_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
