@@ -10,7 +10,8 @@ depend on the rest of the file. The train/val split is by image (records sharing
 image always land together), ordered by a seeded hash so adding images later does not
 reshuffle the ones already split. Outputs, all written atomically:
 
-    D/train.jsonl  D/val.jsonl  D/split.json (image → split)  D/stats.json
+    D/train.jsonl  D/val.jsonl  D/split.json (ids on each side)  D/stats.json
+    D/val.labels.jsonl (the val images' label records: the gold for scoring)
 
 Same inputs and seed → byte-identical files.
 """
@@ -329,6 +330,15 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         "val": sorted({s.record.id for s in samples if str(s.image_abs) in val_groups}),
     }
     atomic_write_text(out_dir / "split.json", dumps_line(split_map))
+    # the gold for scoring predictions on val: its label records, image paths absolute
+    write_jsonl_atomic(
+        out_dir / "val.labels.jsonl",
+        (
+            dict(s.record.to_dict(), image=str(s.image_abs))
+            for s in samples
+            if str(s.image_abs) in val_groups
+        ),
+    )
 
     sizes = [s.size for s in samples if s.size is not None]
     distinct_sizes = {str(s.image_abs): s.size for s in samples if s.size is not None}

@@ -26,7 +26,7 @@ from typing import Any
 from data_tools.jsonl import JsonlError, read_jsonl
 from data_tools.parsing import parse_model_output
 from data_tools.prompts import FULL_PROMPT, PromptError, parse_prompt, project
-from data_tools.records import read_labels
+from data_tools.records import read_labels, resolve_image
 from eval.scoring import Sample
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class GoldDoc:
     fields: dict[str, Any]
     doc_type: str = "unknown"
     source: str = "unknown"
+    image: str = ""  # absolute path, to match predictions made from SFT files (no ids there)
 
 
 def read_gold(path: str | Path) -> dict[str, GoldDoc]:
@@ -52,7 +53,8 @@ def read_gold(path: str | Path) -> dict[str, GoldDoc]:
     for rec in read_labels(path):
         meta = rec.meta or {}
         source = str(meta.get("source") or meta.get("dataset") or "unknown")
-        out[rec.id] = GoldDoc(rec.id, rec.fields, rec.doc_type or "unknown", source)
+        image = str(resolve_image(rec.image, path))
+        out[rec.id] = GoldDoc(rec.id, rec.fields, rec.doc_type or "unknown", source, image)
     return out
 
 
@@ -131,6 +133,7 @@ def read_predictions(path: str | Path, gold: dict[str, GoldDoc]) -> list[Sample]
     if not path.is_file():
         raise InputError(f"prediction file not found: {path}")
     by_key: dict[tuple[str, str], Sample] = {}
+    by_image = {d.image: d for d in gold.values() if d.image}
     unknown = 0
     try:
         for lineno, row in read_jsonl(path):
@@ -139,6 +142,9 @@ def read_predictions(path: str | Path, gold: dict[str, GoldDoc]) -> list[Sample]
             if not isinstance(doc_id, str | int):
                 raise InputError(f"{where}: record has no 'id'")
             doc = gold.get(str(doc_id))
+            if doc is None and isinstance(row.get("image"), str):
+                # predictions made from an SFT file carry the image, not the label id
+                doc = by_image.get(str(Path(row["image"]).expanduser().resolve()))
             if doc is None:
                 unknown += 1
                 continue
@@ -151,7 +157,9 @@ def read_predictions(path: str | Path, gold: dict[str, GoldDoc]) -> list[Sample]
     except JsonlError as exc:
         raise InputError(str(exc)) from None
     if unknown:
-        log.warning("%s: %d records have ids that are not in the gold file; ignored", path, unknown)
+        log.warning(
+            "%s: %d records match no gold document (by id or image); ignored", path, unknown
+        )
     have = {k[0] for k in by_key}
     out = sorted(by_key.values(), key=lambda s: (s.id, s.prompt))
     out.extend(missing_sample(d) for d in gold.values() if d.id not in have)

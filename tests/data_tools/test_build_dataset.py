@@ -70,6 +70,9 @@ def test_erniekit_records_roundtrip_and_split(tmp_path):
     assert sum(stats["variant_kinds"].values()) == 50 and stats["variant_kinds"]["full"] == 10
     split = json.loads((out / "split.json").read_text())
     assert len(split["val"]) == 3 and not set(split["val"]) & set(split["train"])
+    val_gold = read_labels(out / "val.labels.jsonl")
+    assert sorted(r.id for r in val_gold) == split["val"]
+    assert all(Path(r.image).is_absolute() and r.fields == truth[r.image] for r in val_gold)
 
 
 def test_records_sharing_an_image_stay_together(tmp_path):
@@ -100,7 +103,7 @@ def test_same_inputs_same_bytes(tmp_path):
     cfg = BuildConfig(variants_per_image=6, val_ratio=0.2, seed=3)
     build([labels], tmp_path / "a", cfg)
     build([labels], tmp_path / "b", cfg)
-    for name in ("train.jsonl", "val.jsonl", "split.json", "stats.json"):
+    for name in ("train.jsonl", "val.jsonl", "split.json", "stats.json", "val.labels.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     build([labels], tmp_path / "c", BuildConfig(variants_per_image=6, val_ratio=0.2, seed=4))
     assert (tmp_path / "a" / "train.jsonl").read_bytes() != (
