@@ -82,8 +82,8 @@ convert: $(STAMP)  ## convert a public dataset: make convert FORMAT=sroie SRC=pa
 dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OUT=data/sft [CONFIG=...]
 	$(PY) -m data_tools.build_dataset --config $(or $(CONFIG),configs/dataset/vat_invoice.yaml) --labels $(LABELS) --out-dir $(OUT) $(ARGS)
 
-demo: $(STAMP)  ## the main job on its embedded default (synthetic invoices → labels → SFT dataset)
-	$(PY) -m data_tools.demo $(ARGS)
+demo: $(STAMP)  ## the whole pipeline on embedded synthetic invoices, CPU: data → train → export → predict → report
+	PY=$(PY) bash scripts/demo.sh
 
 # ---------------------------------------------------------------- training
 TRAIN_PY ?= $(PY)
