@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
 PATCH_SIZE = 14
 MERGE_SIZE = 2
 MIN_PIXELS = 147384
@@ -61,6 +63,16 @@ def visual_tokens(
     """Number of image tokens the language model sees for an image of this size."""
     h, w = smart_resize(height, width, patch_size * merge_size, min_pixels, max_pixels)
     return (h // patch_size) * (w // patch_size) // (merge_size * merge_size)
+
+
+def is_image_file(path: Path) -> bool:
+    """A file whose suffix (any case) is one of `IMAGE_SUFFIXES`."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Every image file below `folder`, recursively, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
 
 
 @dataclass(frozen=True)

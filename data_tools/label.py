@@ -64,6 +64,7 @@ import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file
 from data_tools.jsonl import (
     JsonlError,
     atomic_write_text,
@@ -89,7 +90,6 @@ from data_tools.vote import vote
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABELS, FAILURES, REVIEW, SUMMARY, LOCK = (
     "labels.jsonl",
     "failures.jsonl",
@@ -275,13 +275,11 @@ def discover_images(cfg: LabelConfig) -> list[ImageItem]:
             continue
         p = cfg.path(spec)
         if p.is_dir():
-            found = sorted(
-                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found = find_images(p)
             if not found:
                 raise LabelConfigError(f"images: no image ({', '.join(IMAGE_SUFFIXES)}) in {p}")
             items += [ImageItem(_id_for(q, p), q) for q in found]
-        elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        elif is_image_file(p):
             items.append(ImageItem(p.stem, p))
         elif p.is_file() and p.suffix.lower() == ".jsonl":
             for lineno, obj in read_jsonl(p):

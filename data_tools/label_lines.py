@@ -52,6 +52,7 @@ import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from data_tools.images import find_images, is_image_file
 from data_tools.jsonl import JsonlError, atomic_write_text, drop_torn_tail, dumps_line, read_jsonl
 from data_tools.label import (
     LabelConfigError,
@@ -70,7 +71,6 @@ from data_tools.normalize import normalize_text
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 REC_GT, DISAGREE, DONE, FAILURES, LOCK = (
     "rec_gt.txt",
     "lines_disagree.jsonl",
@@ -296,10 +296,9 @@ def discover(cfg: LinesConfig) -> list[tuple[str, Path]]:
     for spec in specs:
         p = cfg.path(str(spec))
         if p.is_dir():
-            for q in sorted(p.rglob("*")):
-                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES:
-                    out[q.relative_to(p).with_suffix("").as_posix()] = q
-        elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            for q in find_images(p):
+                out[q.relative_to(p).with_suffix("").as_posix()] = q
+        elif is_image_file(p):
             out[p.stem] = p
         elif p.is_file():
             for line in p.read_text(encoding="utf-8").splitlines():

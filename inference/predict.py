@@ -43,7 +43,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_tools.images import visual_tokens
+from data_tools.images import IMAGE_SUFFIXES, find_images, visual_tokens
 from data_tools.jsonl import JsonlError, append_jsonl, drop_torn_tail, read_jsonl
 from data_tools.prompts import FULL_PROMPT
 from data_tools.records import LabelFormatError, LabelRecord, resolve_image
@@ -54,7 +54,6 @@ from inference.imaging import ImageError, ImageOptions
 
 log = logging.getLogger("inference.predict")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 ROW_KEYS = (
     "id",
     "image",
@@ -114,11 +113,9 @@ def _sft_prompts(obj: dict[str, Any], where: str) -> tuple[str, list[str]]:
 def load_jobs(input_path: Path, queries: Sequence[str] | None) -> list[Job]:
     """Every (id, image, prompt) of `input_path`, in input order; see the module docstring."""
     if input_path.is_dir():
-        images = sorted(
-            p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        images = find_images(input_path)
         if not images:
-            raise InputError(f"{input_path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise InputError(f"{input_path}: no images ({', '.join(IMAGE_SUFFIXES)})")
         prompts = list(queries or [FULL_PROMPT])
         return [
             Job(p.relative_to(input_path).with_suffix("").as_posix(), p.resolve(), q)
