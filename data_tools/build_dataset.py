@@ -92,9 +92,9 @@ class Sample:
 
 def sample_requests(
     fields: dict[str, Any], n: int, rng: random.Random, cfg: BuildConfig
-) -> list[tuple[str, dict[str, Any]]]:
-    """N-1 distinct (kind, request) pairs besides the full request; fewer if the record
-    has too few fields to make N-1 different prompts."""
+) -> list[tuple[str, dict[str, Any], str]]:
+    """N-1 distinct (kind, request, prompt) triples besides the full request; fewer if the
+    record has too few fields to make N-1 different prompts."""
     keys = list(fields)
     containers = [
         k
@@ -107,7 +107,7 @@ def sample_requests(
         i = kinds.index("structured")
         del kinds[i], weights[i]
     seen = {FULL_PROMPT}
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: list[tuple[str, dict[str, Any], str]] = []
     if not keys or not kinds:
         return out
     attempts = 0
@@ -138,7 +138,7 @@ def sample_requests(
         if prompt in seen:
             continue
         seen.add(prompt)
-        out.append((kind, request))
+        out.append((kind, request, prompt))
     return out
 
 
@@ -307,12 +307,11 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         fields = s.record.fields
         present.update(k for k, v in fields.items() if v not in ("", [], {}))
         rng = random.Random(f"{cfg.seed}:{s.record.id}")
-        variants = [("full", {})]
+        variants = [("full", {}, FULL_PROMPT)]
         variants += sample_requests(fields, cfg.variants_per_image, rng, cfg)
         if len(variants) < cfg.variants_per_image:
             short_of_variants += 1
-        for kind, request in variants:
-            prompt = FULL_PROMPT if not request else build_prompt(request)
+        for kind, request, prompt in variants:
             answer = answer_text(project(fields, request))
             kinds[kind] += 1
             requested.update(request.keys() if request else fields.keys())

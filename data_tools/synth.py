@@ -57,7 +57,7 @@ from data_tools.normalize import amount_to_words
 from data_tools.qa import USCC_CHARS, uscc_check_char
 from data_tools.records import LabelRecord
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("data_tools.synth")
 
 DEFAULT_SIZE = (1400, 900)
 FONT_CANDIDATES = (
@@ -136,20 +136,9 @@ _BANKS = (  # (name, account digits)
     ("中国银行{city}{branch}支行", 12),
     ("招商银行{city}{branch}支行", 15),
     ("交通银行{city}{branch}支行", 21),
-    ("工行{branch}支行", 19),
+    ("工行{city}{branch}支行", 19),
 )
-_BRANCHES = (
-    "园岭",
-    "科技园",
-    "北京路",
-    "中关村",
-    "陆家嘴",
-    "滨江",
-    "高新",
-    "城南",
-    "开发区",
-    "人民路",
-)
+_BRANCHES = ("园岭", "科技园", "城南", "城北", "开发区", "高新", "营业部", "新城", "中山路", "人民路")  # fmt: skip
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高梁宋郑谢韩唐冯"
 _GIVEN = "梅雪秋燕明洋静伟婷磊芳军敏丽强平刚杰娟涛超霞勇艳华建玲红"
 
@@ -265,7 +254,7 @@ def taxpayer_id(rng: random.Random, division: str | None = None) -> str:
     if rng.random() < 0.5:
         body = _digits(rng, 8)
     else:
-        tail = "".join(rng.choice(USCC_CHARS[:10] + "ABCDEFGHJKLMNPQRTUWXY") for _ in range(5))
+        tail = "".join(rng.choice(USCC_CHARS) for _ in range(5))
         body = "MA" + rng.choice("0123456789") + tail
     first17 = "91" + division + body + org_code_check_char(body)
     check = uscc_check_char(first17)
@@ -624,7 +613,7 @@ def render_invoice(
     form = (40, 110, 90) if special else (140, 85, 45)  # pre-printed frame and captions
     ink = (25, 35, 110) if look.random() < 0.6 else (30, 30, 30)  # printed data
     red = (205, 45, 45)
-    dx, dy = look.uniform(-6, 6), look.uniform(-4, 4)  # the printer's misalignment
+    dx, dy = look.uniform(-4, 4), look.uniform(-3, 3)  # the printer's misalignment
 
     def data(x: float, y: float, s: Any, pt: float, **kw: Any) -> None:
         c.text(x + dx, y + dy, _s(s), pt, kw.pop("fill", ink), **kw)
@@ -693,25 +682,27 @@ def render_invoice(
     y = 318 + line_h / 2
     for item, name_lines in zip(items, rows, strict=True):
         for k, ln in enumerate(name_lines):
-            data(48, y + k * line_h, ln, pt, max_w=348)
+            data(50, y + k * line_h, ln, pt, max_w=344)
         for key, _header, x0, x1, align in _ITEM_COLS[1:]:
             value = _s(item.get(key))
             if align == "r":
-                data(x1 - 6, y, value, pt, anchor="rm", max_w=x1 - x0 - 10)
+                data(x1 - 8, y, value, pt, anchor="rm", max_w=x1 - x0 - 16)
             elif align == "c":
-                data((x0 + x1) / 2, y, value, pt, anchor="mm", max_w=x1 - x0 - 6)
+                data((x0 + x1) / 2, y, value, pt, anchor="mm", max_w=x1 - x0 - 16)
             else:
-                data(x0 + 6, y, value, pt, max_w=x1 - x0 - 10)
+                data(x0 + 8, y, value, pt, max_w=x1 - x0 - 16)
         y += line_h * len(name_lines)
     totals = fields.get("合计") if isinstance(fields.get("合计"), dict) else {}
     c.text(220, 580, "合　　　　计", 17, form, anchor="mm")
-    data(1034, 580, totals.get("金额"), 18, anchor="rm", max_w=170)
-    data(1354, 580, totals.get("税额"), 18, anchor="rm", max_w=240)
+    data(1030, 580, totals.get("金额"), 18, anchor="rm", max_w=160)
+    data(1350, 580, totals.get("税额"), 18, anchor="rm", max_w=230)
 
     # ---- total in words and figures
     c.line(400, 600, 400, 645, form, 1)
     c.text(220, 622, "价税合计（大写）", 17, form, anchor="mm")
-    c.text(420, 622, "⊗", 20, ink, anchor="lm")
+    c.ellipse(430 + dx, 622 + dy, 9, 9, ink, 2)  # ⊗, drawn: many CJK fonts lack the glyph
+    c.line(424 + dx, 616 + dy, 436 + dx, 628 + dy, ink, 2)
+    c.line(424 + dx, 628 + dy, 436 + dx, 616 + dy, ink, 2)
     data(450, 622, fields.get("价税合计（大写）"), 19, max_w=480)
     c.text(1000, 622, "（小写）", 17, form)
     data(1080, 622, fields.get("价税合计（小写）"), 20, max_w=270)
@@ -725,7 +716,7 @@ def render_invoice(
     if seller.get("名称") or seller.get("纳税人识别号"):
         cx, cy = 1200 + look.uniform(-40, 40), 712 + look.uniform(-10, 10)
         c.ellipse(cx, cy, 105, 58, red, 3)
-        c.text(cx, cy - 30, _s(seller.get("名称")), 15, red, anchor="mm", max_w=170)
+        c.text(cx, cy - 30, _s(seller.get("名称")), 15, red, anchor="mm", max_w=150)
         c.text(cx, cy + 2, _s(seller.get("纳税人识别号")), 15, red, anchor="mm", max_w=190)
         c.text(cx, cy + 32, "发票专用章", 16, red, anchor="mm")
     for x, caption, key in (
