@@ -106,6 +106,15 @@ class RetriesExhausted(LLMError):
 
 
 # ---------------------------------------------------------------- config and result
+def resolve_secret(value: str | None, env_var: str | None) -> str | None:
+    """An explicit secret, else the named environment variable; empty counts as unset."""
+    if value:
+        return value
+    if env_var:
+        return os.environ.get(env_var) or None
+    return None
+
+
 @dataclass
 class ClientConfig:
     base_urls: list[str]
@@ -147,11 +156,7 @@ class ClientConfig:
         return cls(**dict(d))
 
     def resolve_api_key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env) or None
-        return None
+        return resolve_secret(self.api_key, self.api_key_env)
 
 
 @dataclass

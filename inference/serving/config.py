@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from data_tools.llm_client import resolve_secret
 from inference.backends import BackendConfig
 from inference.imaging import ImageOptions
 
@@ -56,11 +56,7 @@ class Auth:
     protect_metrics: bool = False
 
     def resolve(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env) or None
-        return None
+        return resolve_secret(self.api_key, self.api_key_env)
 
 
 @dataclass
