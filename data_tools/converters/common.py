@@ -11,6 +11,7 @@ image, coerces scalars to strings, canonicalises through a schema, validates and
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,19 @@ def read_text(path: Path) -> str:
 
 def json_error(exc: json.JSONDecodeError) -> str:
     return f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+
+
+def json_lines(path: Path, text: str) -> Iterator[tuple[str, int, Any]]:
+    """`(where, lineno, value)` for each non-blank JSON line of `text` (read from `path`);
+    a line that is not JSON gives a `BadItem` as its value."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            yield where, lineno, load_json_text(line)
+        except json.JSONDecodeError as exc:
+            yield where, lineno, BadItem(where, json_error(exc) + "; fix or delete this line")
 
 
 def rel_id(path: Path, root: Path) -> str:

@@ -19,6 +19,7 @@ from data_tools.converters.common import (
     ConvertOptions,
     SourceItem,
     json_error,
+    json_lines,
     load_json_text,
     read_text,
     rel_id,
@@ -77,14 +78,9 @@ def iter_items(src: Path, opts: ConvertOptions) -> Iterator[SourceItem | BadItem
             yield BadItem(str(path), str(exc).removeprefix(f"{path}: "))
             continue
         if path.suffix == ".jsonl":
-            for lineno, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = load_json_text(line)
-                except json.JSONDecodeError as exc:
-                    yield BadItem(where, json_error(exc) + "; fix or delete this line")
+            for where, lineno, obj in json_lines(path, text):
+                if isinstance(obj, BadItem):
+                    yield obj
                     continue
                 yield _item(obj, path, root, where, {"file": rel, "line": lineno}, single=False)
             continue

@@ -24,7 +24,6 @@ folder up. The open-set variant (`openset_train.txt`, labels key/value/others) i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,7 @@ from data_tools.converters.common import (
     ConvertError,
     ConvertOptions,
     SourceItem,
-    json_error,
-    load_json_text,
+    json_lines,
     read_text,
     unique_dirs,
 )
@@ -150,14 +148,9 @@ def iter_items(src: Path, opts: ConvertOptions) -> Iterator[SourceItem | BadItem
         class_file = _find_class_list(ann, opts)
         classes = read_class_list(class_file)
         split = ann.stem
-        for lineno, line in enumerate(read_text(ann).splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{ann}:{lineno}"
-            try:
-                obj = load_json_text(line)
-            except json.JSONDecodeError as exc:
-                yield BadItem(where, json_error(exc) + "; fix or delete this line")
+        for where, lineno, obj in json_lines(ann, read_text(ann)):
+            if isinstance(obj, BadItem):
+                yield obj
                 continue
             result = _convert_line(obj, classes, class_file)
             if isinstance(result, str):
