@@ -933,19 +933,18 @@ def run(cfg: LabelConfig) -> RunSummary:
 
 
 # ---------------------------------------------------------------- CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m data_tools.label",
-        description="Auto-label images with a VLM behind an OpenAI-compatible endpoint.",
-    )
-    ap.add_argument("--config", type=Path, help="YAML recipe (configs/label/*.yaml)")
+def add_run_arguments(ap: argparse.ArgumentParser, recipes: str) -> None:
+    """The options shared by the labeling CLIs (`label`, `label_lines`)."""
+    ap.add_argument("--config", type=Path, help=f"YAML recipe ({recipes})")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys, YAML values")
-    ap.add_argument("--retry-failed", action="store_true", help="relabel images in failures.jsonl")
-    ap.add_argument("--limit", type=int, help="label at most N new images")
-    ap.add_argument("--dry-run", action="store_true", help="show the plan and the prompts, stop")
+    ap.add_argument("--retry-failed", action="store_true", help="redo the images in failures")
+    ap.add_argument("--limit", type=int, help="at most N new images")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """Set up logging and turn the shared flags into config overrides."""
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -957,8 +956,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra.append(f"limit={args.limit}")
     if args.no_progress:
         extra.append("progress=false")
+    return extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m data_tools.label",
+        description="Auto-label images with a VLM behind an OpenAI-compatible endpoint.",
+    )
+    add_run_arguments(ap, "configs/label/*.yaml")
+    ap.add_argument("--dry-run", action="store_true", help="show the plan and the prompts, stop")
+    args = ap.parse_args(argv)
     try:
-        cfg = LabelConfig.from_yaml(args.config, extra)
+        cfg = LabelConfig.from_yaml(args.config, run_overrides(args))
         if args.dry_run:
             schema = load_schema(cfg.schema) if cfg.schema else None
             items = discover_images(cfg)

@@ -56,8 +56,10 @@ from data_tools.images import find_images, is_image_file
 from data_tools.jsonl import JsonlError, atomic_write_text, drop_torn_tail, dumps_line, read_jsonl
 from data_tools.label import (
     LabelConfigError,
+    add_run_arguments,
     apply_overrides,
     preflight,
+    run_overrides,
     run_workers,
 )
 from data_tools.llm_client import (
@@ -530,26 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m data_tools.label_lines",
         description="PP-OCR text-line crops read twice by a VLM → PaddleOCR rec labels.",
     )
-    ap.add_argument("--config", type=Path, help="YAML recipe (configs/label/text_lines.yaml)")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys, YAML values)")
-    ap.add_argument("--retry-failed", action="store_true")
-    ap.add_argument("--limit", type=int)
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--log-level", default="INFO")
+    add_run_arguments(ap, "configs/label/text_lines.yaml")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    extra = list(args.overrides)
-    if args.retry_failed:
-        extra.append("retry_failed=true")
-    if args.limit is not None:
-        extra.append(f"limit={args.limit}")
-    if args.no_progress:
-        extra.append("progress=false")
     try:
-        cfg = LinesConfig.from_yaml(args.config, extra)
+        cfg = LinesConfig.from_yaml(args.config, run_overrides(args))
         s = asyncio.run(label_lines(cfg))
     except LabelConfigError as exc:
         log.error("error: %s", exc)
