@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import random
@@ -377,8 +378,6 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
 
 
 def json_pretty(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
 
 
