@@ -1,68 +1,39 @@
-"""Image checks and PaddleOCR-VL's resize rule (how many visual tokens an image costs).
-
-PaddleOCR-VL's SigLIP processor resizes an image so both sides are multiples of
-`patch_size * merge_size` (14 * 2 = 28) and the area lies in [min_pixels, max_pixels];
-every 2x2 block of 14-px patches becomes one token for the language model.
-The defaults are those of PaddleOCR-VL-0.9B's `preprocessor_config.json`.
-"""
+"""Image checks and folder scans; PaddleOCR-VL's resize rule (`smart_resize`,
+`visual_tokens`) is re-exported from `data_tools.paddleocr_vl`, its one home."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from data_tools.paddleocr_vl import (
+    MAX_PIXELS,
+    MERGE_SIZE,
+    MIN_PIXELS,
+    PATCH_SIZE,
+    smart_resize,
+    visual_tokens,
+)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-PATCH_SIZE = 14
-MERGE_SIZE = 2
-MIN_PIXELS = 147384
-MAX_PIXELS = 28 * 28 * 3600  # 2,822,400
-
-
-def smart_resize(
-    height: int,
-    width: int,
-    factor: int = PATCH_SIZE * MERGE_SIZE,
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
-) -> tuple[int, int]:
-    """The (height, width) PaddleOCR-VL resizes an image to (same rule as PaddleX's)."""
-    if height < factor:
-        width = round(width * factor / height)
-        height = factor
-    if width < factor:
-        height = round(height * factor / width)
-        width = factor
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio {height}x{width} is over 200; PaddleOCR-VL refuses it")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h_bar = math.floor(height / beta / factor) * factor
-        w_bar = math.floor(width / beta / factor) * factor
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def visual_tokens(
-    height: int,
-    width: int,
-    *,
-    patch_size: int = PATCH_SIZE,
-    merge_size: int = MERGE_SIZE,
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
-) -> int:
-    """Number of image tokens the language model sees for an image of this size."""
-    h, w = smart_resize(height, width, patch_size * merge_size, min_pixels, max_pixels)
-    return (h // patch_size) * (w // patch_size) // (merge_size * merge_size)
+# PaddleOCR-VL's resize rule lives with the model's other facts (data_tools.paddleocr_vl).
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "MERGE_SIZE",
+    "MIN_PIXELS",
+    "PATCH_SIZE",
+    "BadImageError",
+    "ImageInfo",
+    "check_image",
+    "find_images",
+    "is_image_file",
+    "smart_resize",
+    "visual_tokens",
+]
 
 
 def is_image_file(path: Path) -> bool:

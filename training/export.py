@@ -41,11 +41,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from data_tools.paddleocr_vl import MODEL_NAME
 from training.preflight import checkpoints
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "PaddleOCR-VL-0.9B"
+DEFAULT_MODEL_NAME = MODEL_NAME
 DEPLOY_FILES = (
     "chat_template.jinja",
     "tokenizer.model",

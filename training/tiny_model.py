@@ -36,79 +36,34 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.paddleocr_vl import (
+    BEGIN_OF_SENTENCE,
+    BOS,
+    END_OF_SENTENCE,
+    EOS,
+    IMAGE_END,
+    IMAGE_PLACEHOLDER,
+    IMAGE_START,
+    MASK_TOKEN,
+    MERGE_SIZE,
+    MODEL_NAME,
+    MODEL_TYPE,
+    PATCH_SIZE,
+    UNK,
+    USER_SPECIALS,
+    VIDEO_PAD,
+    chat_template,
+)
+
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = 1
 STAMP_FILE = ".tiny_model.json"
-MODEL_NAME = "PaddleOCR-VL-0.9B"
 
-# The special tokens PaddleOCR-VL's processor, chat template and ERNIE tokenizer use.
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
-BEGIN_OF_SENTENCE = "<|begin_of_sentence|>"
-END_OF_SENTENCE = "<|end_of_sentence|>"
-IMAGE_START = "<|IMAGE_START|>"
-IMAGE_PLACEHOLDER = "<|IMAGE_PLACEHOLDER|>"
-IMAGE_END = "<|IMAGE_END|>"
-VIDEO_PAD = "<|video_pad|>"
-MASK_TOKEN = "<mask:1>"
-USER_SPECIALS = (
-    BEGIN_OF_SENTENCE,
-    END_OF_SENTENCE,
-    IMAGE_START,
-    IMAGE_PLACEHOLDER,
-    IMAGE_END,
-    VIDEO_PAD,
-    MASK_TOKEN,
-)
 
-# PaddleOCR-VL-0.9B's chat template (1.5/1.6 write "Assistant:\n" instead of "Assistant: ").
-# The image markers are written literally: transformers passes the tokenizer's
-# `image_token` (the placeholder alone) into the template, which would drop them.
-CHAT_TEMPLATE = """\
-{%- if not add_generation_prompt is defined -%}
-    {%- set add_generation_prompt = true -%}
-{%- endif -%}
-{%- if not cls_token is defined -%}
-    {%- set cls_token = "<|begin_of_sentence|>" -%}
-{%- endif -%}
-{%- if not eos_token is defined -%}
-    {%- set eos_token = "</s>" -%}
-{%- endif -%}
-{{- cls_token -}}
-{%- for message in messages -%}
-    {%- if message["role"] == "user" -%}
-        {{- "User: " -}}
-        {%- for content in message["content"] -%}
-            {%- if content["type"] == "image" -%}
-                {{- "<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>" -}}
-            {%- endif -%}
-        {%- endfor -%}
-        {%- for content in message["content"] -%}
-            {%- if content["type"] == "text" -%}
-                {{ content["text"] }}
-            {%- endif -%}
-        {%- endfor -%}
-        {{ "\\n" -}}
-    {%- elif message["role"] == "assistant" -%}
-        {{- "Assistant: " -}}
-        {%- for content in message["content"] -%}
-            {%- if content["type"] == "text" -%}
-                {{ content["text"] }}
-            {%- endif -%}
-        {%- endfor -%}
-        {{ eos_token -}}
-    {%- elif message["role"] == "system" -%}
-        {%- for content in message["content"] -%}
-            {%- if content["type"] == "text" -%}
-                {{ content["text"] + "\\n" }}
-            {%- endif -%}
-        {%- endfor -%}
-    {%- endif -%}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-    {{- "Assistant: " -}}
-{%- endif -%}
-"""
+# The model's facts (special tokens, chat template, name) live in data_tools.paddleocr_vl.
+CHAT_TEMPLATE = chat_template(MODEL_NAME)
+
 
 # Words and characters of Chinese VAT invoices, so the tokenizer has whole pieces for them.
 _INVOICE_KEYS = [
@@ -172,8 +127,8 @@ class TinySpec:
     vision_heads: int = 2  # [16]
     vision_intermediate: int = 64  # [4304]
     image_size: int = 384
-    patch_size: int = 14
-    merge_size: int = 2
+    patch_size: int = PATCH_SIZE
+    merge_size: int = MERGE_SIZE
     packing_positions: int = 32768  # PaddleX hard-codes this table size
     vocab_target: int = 1024
     # Small images keep tests fast: at most 64 visual tokens (28x28 pixels each).
@@ -303,7 +258,7 @@ def model_config(spec: TinySpec, vocab_size: int, ids: dict[str, int]) -> dict:
     """config.json in the hub's layout: flat text config plus `vision_config`."""
     return {
         "architectures": ["PaddleOCRVLForConditionalGeneration"],
-        "model_type": "paddleocr_vl",
+        "model_type": MODEL_TYPE,
         "vocab_size": vocab_size,
         "hidden_size": spec.text_hidden,
         "intermediate_size": spec.text_intermediate,
@@ -342,7 +297,7 @@ def model_config(spec: TinySpec, vocab_size: int, ids: dict[str, int]) -> dict:
         "vision_end_token_id": ids[IMAGE_END],
         "vision_config": {
             "architectures": ["SiglipVisionModel"],
-            "model_type": "paddleocr_vl",
+            "model_type": MODEL_TYPE,
             "hidden_size": spec.vision_hidden,
             "intermediate_size": spec.vision_intermediate,
             "num_hidden_layers": spec.vision_layers,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from data_tools.paddleocr_vl import MODEL_NAME
 from inference.backends.base import (
     Backend,
     BackendError,
@@ -47,7 +48,7 @@ class BackendConfig:
 
     backend: str = "paddlex"
     model_dir: str | None = None
-    model_name: str = "PaddleOCR-VL-0.9B"
+    model_name: str = MODEL_NAME
     device: str = "cpu"
     server_urls: list[str] = field(default_factory=list)
     api_model: str | None = None  # model name the server knows; default model_name

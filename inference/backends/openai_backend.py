@@ -22,6 +22,7 @@ from data_tools.llm_client import (
     RequestRejected,
     user_message,
 )
+from data_tools.paddleocr_vl import MODEL_NAME
 from inference.backends.base import (
     Backend,
     BackendError,
@@ -41,7 +42,7 @@ class OpenAIBackend(Backend):
         self,
         server_urls: str | Sequence[str],
         *,
-        model: str = "PaddleOCR-VL-0.9B",
+        model: str = MODEL_NAME,
         api_key: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
         max_concurrency: int = 8,

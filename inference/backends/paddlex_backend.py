@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from data_tools.paddleocr_vl import MODEL_NAME
 from inference.backends.base import (
     Backend,
     BackendError,
@@ -32,7 +33,7 @@ from inference.backends.base import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "PaddleOCR-VL-0.9B"
+DEFAULT_MODEL_NAME = MODEL_NAME
 
 
 def _check_model_dir(model_dir: str | Path) -> Path:

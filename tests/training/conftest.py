@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from data_tools.paddleocr_vl import MODEL_NAME
+
 
 @pytest.fixture(scope="session")
 def tiny_sft_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -22,5 +24,5 @@ def paddlex_tiny(tiny_model_dir: Path):
     from paddlex import create_model
 
     return create_model(
-        "PaddleOCR-VL-0.9B", model_dir=str(tiny_model_dir), engine="paddle_dynamic", device="cpu"
+        MODEL_NAME, model_dir=str(tiny_model_dir), engine="paddle_dynamic", device="cpu"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from training.tiny_model import IMAGE_PLACEHOLDER
+from data_tools.paddleocr_vl import IMAGE_PLACEHOLDER
 
 
 def collapse_placeholders(ids: list[int], placeholder: int) -> list[int]:
