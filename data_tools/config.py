@@ -119,7 +119,7 @@ def parse_value(text: str) -> Any:
     if text == "":
         return ""
     try:
-        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a safe loader subclass
+        return yaml.load(text, Loader=_Yaml12Loader)  # a safe loader subclass
     except yaml.YAMLError:
         return text  # not YAML (an unbalanced bracket, a stray colon...): the text itself
 
@@ -132,7 +132,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     try:
-        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a safe loader subclass
+        data = yaml.load(text, Loader=_Yaml12Loader)  # a safe loader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -242,9 +242,7 @@ def _coerce(value: Any, tp: Any, path: str, ctx: _Context) -> Any:
         if value in choices:
             return value
         hint = suggest(str(value), [str(c) for c in choices])
-        raise ConfigError(
-            f"{ctx.where(path)}: {value!r} is not one of {list(choices)}{hint}"
-        )
+        raise ConfigError(f"{ctx.where(path)}: {value!r} is not one of {list(choices)}{hint}")
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
             raise ConfigError(

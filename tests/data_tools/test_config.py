@@ -79,7 +79,9 @@ def test_inf_and_nan() -> None:
 
 def test_file_and_overrides_typed(tmp_path: Path) -> None:
     p = tmp_path / "r.yaml"
-    p.write_text("out_dir: runs/a\nlearning_rate: 1e-5\nclient:\n  timeout_s: 5\n", encoding="utf-8")
+    p.write_text(
+        "out_dir: runs/a\nlearning_rate: 1e-5\nclient:\n  timeout_s: 5\n", encoding="utf-8"
+    )
     cfg = load_config(
         Recipe, p, ["epochs=3", "client.base_urls=[http://a/v1,http://b/v1]", ("bf16", False)]
     )
@@ -132,7 +134,7 @@ def test_type_errors(override: str, needle: str) -> None:
 
 
 def test_missing_required_key() -> None:
-    with pytest.raises(ConfigError, match="missing required key.*out_dir"):
+    with pytest.raises(ConfigError, match=r"missing required key.*out_dir"):
         load_config(Recipe, None, [])
 
 
@@ -159,9 +161,7 @@ def test_suggest() -> None:
 def test_redact() -> None:
     cfg = Recipe(
         out_dir="x",
-        client=Client(
-            base_urls=["https://user:pw@h/v1"], api_key="sk-1", headers={"X-Key": "s"}
-        ),
+        client=Client(base_urls=["https://user:pw@h/v1"], api_key="sk-1", headers={"X-Key": "s"}),
     )
     d = to_dict(cfg)
     assert d["client"]["api_key"] == "***"
