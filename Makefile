@@ -138,6 +138,10 @@ baseline: $(STAMP)  ## OCR + LLM baseline: make baseline DATASET=labels.jsonl LL
 eval: $(STAMP)  ## score predictions: make eval GOLD=labels.jsonl PRED="a.jsonl b.jsonl" [SCHEMA=vat_invoice] [OUT=outputs/eval]
 	$(PY) -m eval.score --gold $(GOLD) $(foreach p,$(PRED),--pred $(p)) --schema $(or $(SCHEMA),vat_invoice) --out-dir $(or $(OUT),outputs/eval) $(ARGS)
 
+.PHONY: ocr-ceiling
+ocr-ceiling: $(STAMP)  ## share of gold values in the cached OCR text: make ocr-ceiling GOLD=labels.jsonl [OCR_CACHE=outputs/ocr_cache] [OUT=outputs/eval/ocr_ceiling]
+	$(PY) -m eval.ocr_ceiling --gold $(GOLD) --ocr-cache $(or $(OCR_CACHE),outputs/ocr_cache) --out $(or $(OUT),outputs/eval/ocr_ceiling) $(ARGS)
+
 bench: $(STAMP)  ## run the benchmarks in benchmarks/ (prints numbers)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
