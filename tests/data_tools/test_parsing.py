@@ -73,3 +73,69 @@ def test_any_text_never_crashes(text):
     out = parse_model_output(text)
     assert out.report.method in ("strict", "embedded", "repaired", "failed")
     assert out.raw == text
+
+
+# ---------------------------------------------------------------- bounds (issue 12)
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from data_tools.parsing import (  # noqa: E402
+    REPAIR_SKIPPED,
+    JsonLimitError,
+    ParseLimits,
+    json_depth,
+    loads_bounded,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 3000, "nested deeper than 64"),
+        ("[" * 3000 + "]" * 3000, "nested deeper than 64"),
+        ('{"a":' * 200 + "1" + "}" * 200, "nested deeper than 64"),
+        ("1" * 5000, "number literal of 5000 characters"),
+        ('{"a": ' + "9" * 5000 + "}", "number literal of 5000 characters"),
+        ('{"a": 1.' + "5" * 300 + "}", "number literal of 302 characters"),
+        ("x" * 1_000_001, "over the limit of 1000000"),
+        ("prose " + "[" * 3000 + " more", "nested deeper than 64"),
+    ],
+)
+def test_hostile_outputs_fail_with_the_bound_named(text: str, reason: str) -> None:
+    out = parse_model_output(text)
+    assert out.report.method == "failed" and out.value is None
+    assert reason in out.report.error
+
+
+def test_repair_is_skipped_past_its_limit_and_says_so() -> None:
+    text = '{"a": "' + "y" * 300_000  # unclosed: json_repair would take seconds
+    t0 = time.perf_counter()
+    out = parse_model_output(text)
+    assert time.perf_counter() - t0 < 1.0
+    assert out.report.method == "failed" and out.report.repair_skipped
+    assert out.report.error.startswith(REPAIR_SKIPPED)
+    # the same output under a larger repair limit is repaired
+    small = parse_model_output('{"a": "' + "y" * 500, limits=ParseLimits(max_repair_chars=1000))
+    assert small.report.method == "repaired" and not small.report.repair_skipped
+
+
+def test_depth_at_the_limit_is_fine() -> None:
+    ok = "[" * 64 + "]" * 64
+    assert parse_model_output(ok).report.method == "strict"
+    assert parse_model_output("[" * 65 + "]" * 65).report.method == "failed"
+    assert json_depth([[[]]], 10) == 3 and json_depth("x", 10) == 0
+
+
+def test_loads_bounded() -> None:
+    assert loads_bounded(b'{"a": [1, 2.5]}') == {"a": [1, 2.5]}
+    with pytest.raises(JsonLimitError, match="deeper than 64"):
+        loads_bounded("[" * 100000)
+    with pytest.raises(JsonLimitError, match="number literal"):
+        loads_bounded("[" + "1" * 200 + "]")
+    with pytest.raises(json.JSONDecodeError, match="not UTF-8"):
+        loads_bounded(b'"\xff"')
+    with pytest.raises(JsonLimitError, match="characters"):
+        loads_bounded("[]" * 10, ParseLimits(max_chars=5))
