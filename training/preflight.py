@@ -19,6 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from data_tools.sft import (  # noqa: F401  (re-exported: the SFT checks live in data_tools.sft)
+    check_dataset_file,
+    check_erniekit_record,
+    check_paddleformers_record,
+)
 from training.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -57,136 +62,6 @@ class PreflightResult:
 
 
 # ---------------------------------------------------------------- dataset
-
-
-def _check_image(path_text: Any, where: str, seen: dict[str, str | None]) -> str | None:
-    if not isinstance(path_text, str) or not path_text:
-        return f"{where}: image path must be a non-empty string"
-    if path_text in seen:
-        return seen[path_text]
-    problem = None
-    p = Path(path_text)
-    if not p.is_absolute():
-        problem = (
-            f"{where}: image path {path_text!r} is relative; ERNIEKit/PaddleFormers resolve it "
-            "against their working directory (and ERNIEKit base64-decodes a path that is not a "
-            "file). Rebuild the dataset with absolute paths (data_tools.build_dataset writes them)"
-        )
-    elif not p.is_file():
-        problem = f"{where}: image {path_text} does not exist"
-    seen[path_text] = problem
-    return problem
-
-
-def check_erniekit_record(rec: Any, where: str, seen: dict[str, str | None]) -> list[str]:
-    """Problems of one ERNIEKit OCR-VL-SFT record (empty list: fine)."""
-    if not isinstance(rec, dict):
-        return [f"{where}: a record must be a JSON object"]
-    if "messages" in rec:
-        return [
-            f"{where}: this is a PaddleFormers (messages/images) record; the erniekit launcher "
-            "needs image_info/text_info: rebuild with python -m data_tools.build_dataset --format erniekit"
-        ]
-    problems = []
-    texts = rec.get("text_info")
-    images = rec.get("image_info")
-    if not isinstance(texts, list) or not texts:
-        return [f"{where}: text_info must be a non-empty list"]
-    if not isinstance(images, list):
-        return [f"{where}: image_info must be a list"]
-    tags = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, dict) or not isinstance(t.get("text"), str):
-            problems.append(f"{where}: text_info[{i}] needs a string 'text'")
-            continue
-        if t.get("tag") not in ("mask", "no_mask"):
-            problems.append(
-                f"{where}: text_info[{i}].tag must be mask or no_mask, got {t.get('tag')!r}"
-            )
-        tags.append(t.get("tag"))
-    expected = ["mask" if i % 2 == 0 else "no_mask" for i in range(len(tags))]
-    if tags and (tags != expected or tags[-1] != "no_mask"):
-        problems.append(
-            f"{where}: tags {tags} must alternate mask (prompt, no loss) / no_mask (answer, "
-            "trained), starting with mask and ending with no_mask"
-        )
-    for i, im in enumerate(images):
-        if not isinstance(im, dict):
-            problems.append(f"{where}: image_info[{i}] must be an object")
-            continue
-        idx = im.get("matched_text_index")
-        if not isinstance(idx, int) or not 0 <= idx < len(texts):
-            problems.append(
-                f"{where}: image_info[{i}].matched_text_index {idx!r} is not a text_info index"
-            )
-        problem = _check_image(im.get("image_url"), f"{where}: image_info[{i}]", seen)
-        if problem:
-            problems.append(problem)
-    return problems
-
-
-def check_paddleformers_record(rec: Any, where: str, seen: dict[str, str | None]) -> list[str]:
-    """Problems of one PaddleFormers VL-SFT (messages/images) record."""
-    if not isinstance(rec, dict):
-        return [f"{where}: a record must be a JSON object"]
-    if "text_info" in rec:
-        return [
-            f"{where}: this is an ERNIEKit (image_info/text_info) record; the paddleformers "
-            "launcher needs messages/images: rebuild with --format paddleformers"
-        ]
-    messages = rec.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return [f"{where}: messages must be a non-empty list"]
-    problems = []
-    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles))]
-    if roles != expected or roles[-1] != "assistant":
-        problems.append(
-            f"{where}: roles {roles} must alternate user (prompt, no loss) / assistant (answer), "
-            "ending with assistant"
-        )
-    n_tags = 0
-    for i, m in enumerate(messages):
-        if isinstance(m, dict) and not isinstance(m.get("content"), str):
-            problems.append(f"{where}: messages[{i}].content must be a string")
-        elif isinstance(m, dict) and m.get("role") == "user":
-            n_tags += m["content"].count("<image>")
-    images = rec.get("images") or []
-    if not isinstance(images, list):
-        return [*problems, f"{where}: images must be a list of paths"]
-    if n_tags != len(images):
-        problems.append(
-            f"{where}: {n_tags} <image> tag(s) in user messages but {len(images)} image(s)"
-        )
-    for i, im in enumerate(images):
-        problem = _check_image(im, f"{where}: images[{i}]", seen)
-        if problem:
-            problems.append(problem)
-    return problems
-
-
-def check_dataset_file(path: Path, launcher: str) -> tuple[int, list[str]]:
-    """(records, problems) of one JSONL file against the launcher's SFT contract."""
-    check = check_erniekit_record if launcher == "erniekit" else check_paddleformers_record
-    seen: dict[str, str | None] = {}
-    problems: list[str] = []
-    n = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{where}: not JSON ({e.msg})")
-                continue
-            found = check(rec, where, seen)
-            if found:
-                problems.extend(found)
-            else:
-                n += 1
-    return n, problems
 
 
 def _listed(problems: list[str]) -> str:
