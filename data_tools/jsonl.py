@@ -56,6 +56,15 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
+_UMASK = os.umask(0)  # read once at import (single-threaded then): os.umask only sets
+os.umask(_UMASK)
+
+
+def _default_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: 0o666 minus the umask."""
+    return 0o666 & ~_UMASK
+
+
 @contextmanager
 def atomic_writer(path: str | Path) -> Iterator[TextIO]:
     """Open a temp file beside `path`; on success it replaces `path`, on error it vanishes."""
@@ -63,6 +72,7 @@ def atomic_writer(path: str | Path) -> Iterator[TextIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; a published file gets the umask's
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             yield fh
             fh.flush()
@@ -92,7 +102,7 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[Any]) -> int:
 def append_jsonl(path: str | Path, row: Any, *, fsync: bool = True) -> None:
     """Append one whole line with a single `write()`; safe against crashes mid-job."""
     data = dumps_line(row).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
         written = os.write(fd, data)
         if written != len(data):  # pragma: no cover - only on a full disk
@@ -103,8 +113,11 @@ def append_jsonl(path: str | Path, row: Any, *, fsync: bool = True) -> None:
         os.close(fd)
 
 
-def drop_torn_tail(path: str | Path) -> bool:
+def drop_torn_tail(path: str | Path, *, check_json: bool = True) -> bool:
     """Remove a torn last line (no trailing newline, or not valid JSON) left by a crash.
+
+    With ``check_json=False`` (plain text files such as ``rec_gt.txt``) only a missing
+    trailing newline marks a torn line.
 
     Returns True when something was dropped. Lines before the last are not touched:
     a bad line in the middle is a real error and is reported by `read_jsonl`.
@@ -132,7 +145,7 @@ def drop_torn_tail(path: str | Path) -> bool:
         fh.seek(last_start)
         last = fh.read()
         ok = last.endswith(b"\n")
-        if ok:
+        if ok and check_json:
             try:
                 json.loads(last.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
