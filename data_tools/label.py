@@ -76,7 +76,7 @@ from data_tools.jsonl import (
 from data_tools.llm_client import (
     AsyncChatClient,
     ChatResult,
-    ClientConfig,
+    EndpointConfig,
     FatalLLMError,
     LLMError,
     RequestRejected,
@@ -127,7 +127,7 @@ class LabelConfigError(ValueError):
 class LabelConfig:
     images: str | list[str]
     out_dir: str
-    client: ClientConfig
+    client: EndpointConfig
     schema: str | None = "vat_invoice"
     mode: str = "schema"  # "schema" | "free"
     doc_type: str | None = None
@@ -188,7 +188,7 @@ class LabelConfig:
         client = dict(d.pop("client"))
         client.setdefault("max_concurrency", d.get("concurrency", 16))
         try:
-            d["client"] = ClientConfig.from_dict(client, f"{where}: client")
+            d["client"] = EndpointConfig.from_dict(client, f"{where}: client")
         except (TypeError, ValueError) as exc:
             raise LabelConfigError(str(exc)) from None
         try:
@@ -747,7 +747,7 @@ async def preflight(client: AsyncChatClient) -> None:
     reachable = 0
     for url in client.config.base_urls:
         one_cfg = {**asdict(client.config), "base_urls": [url], "max_concurrency": 1}
-        one = AsyncChatClient(ClientConfig.from_dict(one_cfg))
+        one = AsyncChatClient(EndpointConfig.from_dict(one_cfg))
         try:
             models = await one.list_models()
         except FatalLLMError:

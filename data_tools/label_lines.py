@@ -64,7 +64,7 @@ from data_tools.label import (
 )
 from data_tools.llm_client import (
     AsyncChatClient,
-    ClientConfig,
+    EndpointConfig,
     FatalLLMError,
     LLMError,
     user_message,
@@ -95,7 +95,7 @@ Detector = Callable[[np.ndarray], list[tuple[Poly, float]]]
 class LinesConfig:
     images: str | list[str]
     out_dir: str
-    client: ClientConfig
+    client: EndpointConfig
     prompts: list[str] | None = None
     concurrency: int = 32  # VLM requests in flight
     image_workers: int = 2  # images in progress (detection of one overlaps reads of another)
@@ -139,7 +139,7 @@ class LinesConfig:
         client = dict(data.pop("client"))
         client.setdefault("max_concurrency", data.get("concurrency", 32))
         try:
-            data["client"] = ClientConfig.from_dict(client, f"{where}: client")
+            data["client"] = EndpointConfig.from_dict(client, f"{where}: client")
             return cls(**data)
         except (TypeError, ValueError) as exc:
             raise LabelConfigError(str(exc)) from None

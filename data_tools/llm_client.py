@@ -9,7 +9,7 @@ so the caller can adapt (a smaller image), and the result says how many attempts
 
 API (stable; the labeler, the inference backends and the baseline use it)
 --------------------------------------------------------------------------
-``ClientConfig(base_urls, model, api_key_env="OPENAI_API_KEY", api_key=None, timeout_s=120.0,
+``EndpointConfig(base_urls, model, api_key_env="OPENAI_API_KEY", api_key=None, timeout_s=120.0,
 connect_timeout_s=10.0, max_attempts=6, backoff_base_s=1.0, backoff_max_s=30.0,
 max_retry_after_s=120.0, max_concurrency=None, extra_body={}, temperature=None, max_tokens=None,
 headers={})``
@@ -18,7 +18,7 @@ headers={})``
     ``Authorization`` header, as a local FastDeploy/vLLM server needs none).
     ``max_concurrency`` bounds the requests in flight from this client (None: unbounded);
     ``extra_body`` is merged into every request body (e.g. ``{"enable_thinking": False}`` or
-    ``{"chat_template_kwargs": {"enable_thinking": False}}``). ``ClientConfig.from_dict(d)``
+    ``{"chat_template_kwargs": {"enable_thinking": False}}``). ``EndpointConfig.from_dict(d)``
     builds one from a YAML mapping (unknown keys raise).
 
 ``AsyncChatClient(config, *, transport=None, rng=None)`` (async context manager)
@@ -116,7 +116,7 @@ def resolve_secret(value: str | None, env_var: str | None) -> str | None:
 
 
 @dataclass
-class ClientConfig:
+class EndpointConfig:
     base_urls: list[str]
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
@@ -138,7 +138,7 @@ class ClientConfig:
             self.base_urls = [self.base_urls]
         self.base_urls = [u.rstrip("/") for u in self.base_urls]
         if not self.base_urls:
-            raise ValueError("ClientConfig.base_urls is empty: give at least one URL ending in /v1")
+            raise ValueError("EndpointConfig.base_urls is empty: give at least one URL ending in /v1")
         for u in self.base_urls:
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"base URL {u!r} must start with http:// or https://")
@@ -148,7 +148,7 @@ class ClientConfig:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "client") -> ClientConfig:
+    def from_dict(cls, d: Mapping[str, Any], where: str = "client") -> EndpointConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -229,7 +229,7 @@ class AsyncChatClient:
 
     def __init__(
         self,
-        config: ClientConfig,
+        config: EndpointConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
@@ -436,16 +436,16 @@ class AsyncChatClient:
 class SyncChatClient:
     """Blocking wrapper around ``AsyncChatClient`` with its own event loop."""
 
-    def __init__(self, config: ClientConfig, **kwargs: Any) -> None:
+    def __init__(self, config: EndpointConfig, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._client = self._loop.run_until_complete(self._make(config, kwargs))
 
     @staticmethod
-    async def _make(config: ClientConfig, kwargs: dict[str, Any]) -> AsyncChatClient:
+    async def _make(config: EndpointConfig, kwargs: dict[str, Any]) -> AsyncChatClient:
         return AsyncChatClient(config, **kwargs)
 
     @property
-    def config(self) -> ClientConfig:
+    def config(self) -> EndpointConfig:
         return self._client.config
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
@@ -466,7 +466,7 @@ class SyncChatClient:
         self.close()
 
 
-def chat_once(config: ClientConfig, messages: Sequence[Mapping[str, Any]], **kw: Any) -> ChatResult:
+def chat_once(config: EndpointConfig, messages: Sequence[Mapping[str, Any]], **kw: Any) -> ChatResult:
     """One blocking call with a fresh client."""
     with SyncChatClient(config) as c:
         return c.chat(messages, **kw)

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from data_tools.jsonl import append_jsonl, atomic_write_text, drop_torn_tail, read_jsonl
-from data_tools.llm_client import AsyncChatClient, ClientConfig, FatalLLMError, LLMError
+from data_tools.llm_client import AsyncChatClient, EndpointConfig, FatalLLMError, LLMError
 from data_tools.normalize import (
     normalize_percent,
     parse_amount,
@@ -408,7 +408,7 @@ async def _run(
     llm = cfg.llm
     if not llm.base_urls:
         raise ValueError("no LLM endpoint: pass --llm-url or set llm.base_urls in the config")
-    client_cfg = ClientConfig(
+    client_cfg = EndpointConfig(
         base_urls=list(llm.base_urls),
         model=llm.model,
         api_key_env=llm.api_key_env,

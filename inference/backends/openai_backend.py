@@ -16,7 +16,7 @@ from PIL import Image
 
 from data_tools.llm_client import (
     AsyncChatClient,
-    ClientConfig,
+    EndpointConfig,
     FatalLLMError,
     LLMError,
     RequestRejected,
@@ -54,7 +54,7 @@ class OpenAIBackend(Backend):
     ) -> None:
         super().__init__(options)
         try:
-            self.config = ClientConfig(
+            self.config = EndpointConfig(
                 base_urls=[server_urls] if isinstance(server_urls, str) else list(server_urls),
                 model=model,
                 api_key=api_key,

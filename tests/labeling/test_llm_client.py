@@ -11,7 +11,7 @@ import pytest
 
 from data_tools.llm_client import (
     AsyncChatClient,
-    ClientConfig,
+    EndpointConfig,
     FatalLLMError,
     RequestRejected,
     RetriesExhausted,
@@ -24,16 +24,16 @@ from tests.support.openai_stub import FaultPlan, OpenAIStub
 MSG = [user_message("hello")]
 
 
-def _cfg(*urls: str, **kw) -> ClientConfig:
+def _cfg(*urls: str, **kw) -> EndpointConfig:
     kw = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0, **kw}
-    return ClientConfig(base_urls=list(urls), model="m", **kw)
+    return EndpointConfig(base_urls=list(urls), model="m", **kw)
 
 
 def _run(coro):
     return asyncio.run(coro)
 
 
-async def _chat(cfg: ClientConfig, **kw):
+async def _chat(cfg: EndpointConfig, **kw):
     async with AsyncChatClient(cfg) as c:
         return await c.chat(MSG, **kw)
 
@@ -168,7 +168,7 @@ def test_sync_wrapper_and_models() -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown key"):
-        ClientConfig.from_dict({"base_urls": ["http://x/v1"], "model": "m", "concurency": 3})
+        EndpointConfig.from_dict({"base_urls": ["http://x/v1"], "model": "m", "concurency": 3})
     with pytest.raises(ValueError, match="http"):
-        ClientConfig(base_urls=["localhost:8180/v1"], model="m")
-    assert ClientConfig(base_urls="http://h/v1/", model="m").base_urls == ["http://h/v1"]
+        EndpointConfig(base_urls=["localhost:8180/v1"], model="m")
+    assert EndpointConfig(base_urls="http://h/v1/", model="m").base_urls == ["http://h/v1"]

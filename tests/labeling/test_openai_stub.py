@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from data_tools.llm_client import AsyncChatClient, ClientConfig, user_message
+from data_tools.llm_client import AsyncChatClient, EndpointConfig, user_message
 from tests.support.openai_stub import (
     FaultPlan,
     OpenAIStub,
@@ -151,7 +151,7 @@ def test_streaming_answer() -> None:
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_sustains_32_concurrent_slow_calls(mode: str) -> None:
     async def run(stub: OpenAIStub) -> float:
-        cfg = ClientConfig(base_urls=[stub.base_url], model="m", max_attempts=1)
+        cfg = EndpointConfig(base_urls=[stub.base_url], model="m", max_attempts=1)
         async with AsyncChatClient(cfg) as c:
             await c.chat([user_message("warm")])
             t = time.monotonic()

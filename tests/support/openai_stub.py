@@ -11,7 +11,7 @@ Quick use::
     truth = TruthResponder()
     truth.add_image("b0.jpg", {"发票代码": "4400154130", ...})      # path -> fields
     with OpenAIStub(truth, latency_s=0.2, faults=FaultPlan(rate=0.3, seed=1)) as stub:
-        client = AsyncChatClient(ClientConfig(base_urls=[stub.base_url], model="stub"))
+        client = AsyncChatClient(EndpointConfig(base_urls=[stub.base_url], model="stub"))
         ...
         stub.requests            # list[RecordedRequest], in arrival order
         stub.stats()             # {"calls": .., "faults": {...}, "max_in_flight": ..}
