@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,17 +58,40 @@ class BadImageError(ValueError):
     """An image that is missing or does not decode."""
 
 
-def check_image(path: str | Path) -> ImageInfo:
-    """The image exists and fully decodes; returns its size. Raises `BadImageError`."""
+# Pillow's own decompression-bomb threshold: an image declaring more pixels than this is
+# refused from its header, before any pixel is decoded (a 30000x30000 PNG is 900 M pixels).
+CHECK_MAX_PIXELS = 89_478_485
+
+
+def check_image(path: str | Path, *, max_pixels: int = CHECK_MAX_PIXELS) -> ImageInfo:
+    """The image exists, declares at most `max_pixels` pixels and fully decodes; returns its
+    size. Every problem, whatever Pillow raises for it, is a `BadImageError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise BadImageError(f"{path}: file not found")
     try:
-        with Image.open(path) as im:
-            im.load()
-            width, height = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise BadImageError(
+                        f"{path}: declares {width}x{height} = {width * height:,} pixels, over the "
+                        f"limit of {max_pixels:,}; downscale it or leave it out (--skip-bad)"
+                    )
+                im.load()
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(
+            f"{path}: declares too many pixels ({exc}); downscale it or leave it out (--skip-bad)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(f"{path}: does not decode as an image ({exc})") from None
+    except Exception as exc:  # malformed headers reach Pillow bugs (struct.error, IndexError, ...)
+        raise BadImageError(
+            f"{path}: does not decode as an image ({type(exc).__name__}: {exc})"
+        ) from None
     if width < 1 or height < 1:
         raise BadImageError(f"{path}: empty image ({width}x{height})")
     return ImageInfo(path, width, height)
