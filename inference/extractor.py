@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_tools.parsing import ParseReport, parse_model_output
+from data_tools.parsing import (
+    JsonLimitError,
+    ParseLimits,
+    ParseReport,
+    loads_bounded,
+    parse_model_output,
+)
 from data_tools.prompts import (
     FULL_PROMPT,
     PromptError,
@@ -48,6 +54,10 @@ log = logging.getLogger(__name__)
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 Query = Mapping[str, Any] | Sequence[str] | str | None
+
+
+#: a typed query (CLI flag, form field) is a request: small and shallow
+QUERY_JSON_LIMITS = ParseLimits(max_chars=100_000, max_depth=16, max_number_chars=32)
 
 
 class QueryError(ValueError):
@@ -102,9 +112,11 @@ def query_from_text(text: str) -> Query:
         raise QueryError("empty query")
     if s[0] in "{[":
         try:
-            value = json.loads(s)
+            value = loads_bounded(s, QUERY_JSON_LIMITS)
         except json.JSONDecodeError as e:
             raise QueryError(f"query is not valid JSON: {e.msg} at char {e.pos}") from None
+        except JsonLimitError as e:
+            raise QueryError(f"query: {e}") from None
         return value
     if ":" in s:  # a prompt: OCR:{...}, OCR:, Table Recognition:
         return s
@@ -175,9 +187,19 @@ class Extractor:
     def prompt_for(self, query: Query) -> tuple[str, dict[str, Any] | None]:
         return resolve_query(query, self.schema)
 
-    def prepare(self, image: ImageInput) -> PreparedImage:
-        """Decode and size the image (raises `inference.imaging.ImageError`)."""
+    def prepare(self, image: ImageInput | PreparedImage) -> PreparedImage:
+        """Decode and size the image once (raises `inference.imaging.ImageError`).
+
+        Pass the result to `extract` / `aextract` for every prompt on that image: it is
+        not prepared again (`extract_many` does exactly that).
+        """
         return prepare_image(image, self.image_options)
+
+    async def aprepare(self, image: ImageInput | PreparedImage) -> PreparedImage:
+        """`prepare` in a worker thread (decoding is CPU work)."""
+        if isinstance(image, PreparedImage):
+            return image
+        return await asyncio.to_thread(self.prepare, image)
 
     def _finish(
         self,
@@ -218,7 +240,7 @@ class Extractor:
         """Extract `query` from `image` (blocking)."""
         t0 = time.perf_counter()
         prompt, request = self.prompt_for(query)
-        prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
+        prepared = self.prepare(image)
         timings = {"prepare_s": time.perf_counter() - t0}
         t_gen = time.perf_counter()
         gen = self.backend.generate(prepared.image, prompt)
@@ -229,16 +251,36 @@ class Extractor:
         """Extract `query` from `image`; image work and local models run in threads."""
         t0 = time.perf_counter()
         prompt, request = self.prompt_for(query)
-        prepared = (
-            image
-            if isinstance(image, PreparedImage)
-            else await asyncio.to_thread(self.prepare, image)
-        )
+        prepared = await self.aprepare(image)
         timings = {"prepare_s": time.perf_counter() - t0}
         t_gen = time.perf_counter()
         gen = await self.backend.agenerate(prepared.image, prompt)
         timings["generate_s"] = time.perf_counter() - t_gen
-        return self._finish(prompt, request, gen, prepared, t0, timings)
+        # parsing is bounded but can take a few hundred ms (repair): off the event loop
+        return await asyncio.to_thread(self._finish, prompt, request, gen, prepared, t0, timings)
+
+    def extract_many(
+        self, image: ImageInput | PreparedImage, queries: Sequence[Query]
+    ) -> list[Extraction]:
+        """Every query on one image, which is prepared once (blocking)."""
+        prepared = self.prepare(image)
+        return [self.extract(prepared, q) for q in queries]
+
+    async def aextract_many(
+        self, image: ImageInput | PreparedImage, queries: Sequence[Query]
+    ) -> list[Extraction | Exception]:
+        """Every query on one image, prepared once; a query's failure is its own entry.
+
+        An image that does not prepare raises (`ImageError`): no query can run on it.
+        """
+        prepared = await self.aprepare(image)
+        out: list[Extraction | Exception] = []
+        for q in queries:  # in order: a local model runs one call at a time anyway
+            try:
+                out.append(await self.aextract(prepared, q))
+            except Exception as e:  # reported per query to the caller
+                out.append(e)
+        return out
 
     def info(self) -> dict[str, Any]:
         return {

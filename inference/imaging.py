@@ -1,16 +1,27 @@
-"""Images in, model-sized images out: safe decoding, min/max pixels, character-density downscale.
+"""Images in, model-sized images out: one preparation path for every caller.
 
 Every extractor backend gets the image this module prepares, so the visual-token budget is
 decided in one place, whatever runs the model:
 
-1. `load_image` decodes a path / bytes / PIL image / numpy array to RGB, refusing files whose
-   *header* claims more than `max_image_pixels` (decompression bombs are caught before a
-   single row is decoded);
-2. `density_scale` (optional) estimates the ink pixels per character and returns the factor
-   that brings them to about `target_ink` (the PaddleOCR-VL-KIE idea: ~50 ink pixels per
-   character are enough to read it); it never upscales;
-3. `fit_pixels` resizes to PaddleOCR-VL's own grid (`smart_resize`: sides multiples of 28,
-   area within [min_pixels, max_pixels]); the model's processor then leaves it as it is.
+1. `open_image` reads only the *header* of a path / bytes / PIL image / numpy array: the
+   format must be on the allowlist (`ImageOptions.formats`; Pillow is never asked to
+   guess among its ~40 plugins, so EPS never reaches Ghostscript), and an image whose
+   header claims more than `max_image_pixels` is refused before a row is decoded
+   (decompression bombs). A large JPEG is set to decode at a DCT-reduced size (draft
+   mode: 1/2, 1/4, 1/8) that is still at least the model's input size, so a 48 MP photo
+   decodes in a fraction of the memory and time. `OpenedImage.cost_pixels` is what the
+   decode will hold in memory — the HTTP service reserves it from a budget shared by
+   concurrent requests before decoding;
+2. `prepare_opened` decodes (any decoder failure, including PNG text/ICC chunks that
+   inflate past Pillow's limits, is an `ImageError`), applies the EXIF orientation only
+   when the image is tagged with one, optionally downscales by character density
+   (`density_scale`: ~50 ink pixels per character are enough to read it, PaddleOCR-VL-KIE's
+   idea; never upscales), and fits PaddleOCR-VL's grid (`fit_pixels`: sides multiples of
+   28, area within [min_pixels, max_pixels]; no resize when the size does not change);
+   the model's processor then leaves it as it is.
+
+`prepare_image` does both. Several prompts on one image share one `PreparedImage`
+(`Extractor.prepare` once, then `Extractor.extract(prepared, query)` per prompt).
 """
 
 from __future__ import annotations
@@ -32,6 +43,14 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # a 600-dpi A3 scan is ~70 MP; phone photos ~12-50 MP
 DEFAULT_TARGET_INK = 50.0
 _ANALYSIS_PIXELS = 2_000_000  # density is estimated on a copy of at most this many pixels
+_GRID = 28  # PaddleOCR-VL: patch 14 x merge 2
+
+#: Pillow formats accepted by default: what scanners, phones and browsers produce
+#: ("JPEG" also opens MPO, the multi-picture JPEG many phones write).
+DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+#: never allowed: Pillow hands EPS to Ghostscript where it is installed
+_UNSAFE_FORMATS = frozenset({"EPS"})
+_ORIENTATION_TAG = 0x0112
 
 
 class ImageError(ValueError):
@@ -42,26 +61,48 @@ class ImageTooLarge(ImageError):
     """The image (per its header) has more pixels than allowed."""
 
 
+def _known_formats() -> set[str]:
+    Image.init()
+    return set(Image.OPEN)
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """How images are prepared for the model.
 
     `char_density`: target ink pixels per character (None: off). `max_image_pixels`: refuse
-    larger inputs (header check, before decoding).
+    larger inputs (header check, before decoding). `formats`: the Pillow formats accepted.
     """
 
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
     char_density: float | None = None
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
 
     def __post_init__(self) -> None:
-        if self.min_pixels < 28 * 28 or self.max_pixels < self.min_pixels:
+        if self.min_pixels < _GRID * _GRID or self.max_pixels < self.min_pixels:
             raise ValueError(
                 f"need 784 <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}"
             )
         if self.char_density is not None and self.char_density <= 0:
             raise ValueError(f"char_density must be > 0, got {self.char_density}")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
+        if isinstance(self.formats, str) or not all(isinstance(f, str) for f in self.formats):
+            raise ValueError(f"formats: a list of Pillow format names, got {self.formats!r}")
+        formats = tuple(dict.fromkeys(f.upper() for f in self.formats))
+        if not formats:
+            raise ValueError("formats: at least one image format")
+        unsafe = sorted(set(formats) & _UNSAFE_FORMATS)
+        if unsafe:
+            raise ValueError(f"formats: {unsafe} cannot be allowed (Pillow runs Ghostscript)")
+        unknown = sorted(set(formats) - _known_formats())
+        if unknown:
+            raise ValueError(
+                f"formats: {unknown} unknown to Pillow; known: {sorted(_known_formats())}"
+            )
+        object.__setattr__(self, "formats", formats)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ImageOptions:
@@ -70,6 +111,8 @@ class ImageOptions:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"image options: unknown key(s) {unknown}; known: {sorted(known)}")
+        if isinstance(d.get("formats"), list):
+            d["formats"] = tuple(d["formats"])
         return cls(**d)
 
 
@@ -84,28 +127,132 @@ class PreparedImage:
         return self.image.size
 
 
-def _open_checked(data: bytes | Path, max_image_pixels: int, what: str) -> Image.Image:
+@dataclass
+class OpenedImage:
+    """An image whose header was read and checked; nothing decoded yet (see `open_image`)."""
+
+    image: Image.Image  # lazy for files and bytes; draft size already set for JPEGs
+    original_size: tuple[int, int]  # (width, height) per the header
+    format: str | None  # Pillow's name; None for in-memory images and arrays
+    what: str  # names the input in errors
+
+    @property
+    def cost_pixels(self) -> int:
+        """Pixels the decode holds (after the JPEG draft reduction)."""
+        w, h = self.image.size
+        return w * h
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def _too_large(what: str, w: int, h: int, limit: int) -> ImageTooLarge:
+    return ImageTooLarge(
+        f"{what}: {w}x{h} = {w * h} pixels is over the limit of {limit}; "
+        "scale the image down before sending it"
+    )
+
+
+def _target_size(w: int, h: int, options: ImageOptions) -> tuple[int, int] | None:
+    """(width, height) the model grid asks for, or None when it cannot be computed."""
     try:
-        im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        th, tw = smart_resize(h, w, min_pixels=options.min_pixels, max_pixels=options.max_pixels)
+    except ValueError:
+        return None
+    return max(tw, _GRID), max(th, _GRID)
+
+
+def _open_checked(data: bytes | Path, options: ImageOptions, what: str, draft: bool) -> OpenedImage:
+    fp: Any = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        im = Image.open(fp, formats=list(options.formats))
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(f"{what}: {e}") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{what}: not an image (unrecognised format)") from None
-    except OSError as e:
-        raise ImageError(f"{what}: cannot be read as an image ({e})") from None
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise ImageError(f"{what}: empty image ({w}x{h})")
-    if w * h > max_image_pixels:
+        raise ImageError(
+            f"{what}: not an image of an accepted format ({', '.join(options.formats)})"
+        ) from None
+    except Exception as e:  # Pillow's header parsers raise a zoo of types on hostile bytes
+        raise ImageError(f"{what}: image header cannot be read ({type(e).__name__}: {e})") from None
+    try:
+        w, h = im.size
+        if w < 1 or h < 1:
+            raise ImageError(f"{what}: empty image ({w}x{h})")
+        if w * h > options.max_image_pixels:
+            raise _too_large(what, w, h, options.max_image_pixels)
+        fmt = im.format
+        if draft and fmt in ("JPEG", "MPO"):
+            target = _target_size(w, h, options)
+            if target is not None and w * h >= 4 * target[0] * target[1]:
+                im.draft("RGB", target)  # DCT scaling: still >= the model's size
+    except BaseException:
         im.close()
-        raise ImageTooLarge(
-            f"{what}: {w}x{h} = {w * h} pixels is over the limit of {max_image_pixels}; "
-            "scale the image down before sending it"
-        )
+        raise
+    return OpenedImage(im, (w, h), fmt, what)
+
+
+def open_image(
+    src: str | Path | bytes | Image.Image | np.ndarray,
+    options: ImageOptions | None = None,
+    *,
+    draft: bool = True,
+) -> OpenedImage:
+    """Read and check the header of `src` (see the module docstring). Raises `ImageError`.
+
+    `draft=False` keeps a JPEG at full size (for callers that want every pixel).
+    """
+    options = options or ImageOptions()
+    limit = options.max_image_pixels
+    if isinstance(src, Image.Image):
+        w, h = src.size
+        if w < 1 or h < 1:
+            raise ImageError(f"empty image ({w}x{h})")
+        if w * h > limit:
+            raise _too_large("image", w, h, limit)
+        return OpenedImage(src, (w, h), None, "image")
+    if isinstance(src, np.ndarray):
+        if src.ndim not in (2, 3) or src.size == 0 or (src.ndim == 3 and src.shape[2] > 4):
+            raise ImageError(f"array of shape {src.shape} is not an image")
+        if src.shape[0] * src.shape[1] > limit:
+            raise _too_large("array", src.shape[1], src.shape[0], limit)
+        arr = src if src.dtype == np.uint8 else np.clip(src, 0, 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        try:
+            im = Image.fromarray(arr)
+        except (TypeError, ValueError) as e:
+            raise ImageError(f"array of shape {src.shape} is not an image ({e})") from None
+        return OpenedImage(im, im.size, None, "array")
+    if isinstance(src, bytes | bytearray | memoryview):
+        return _open_checked(bytes(src), options, "image bytes", draft)
+    path = Path(src)
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    return _open_checked(path, options, str(path), draft)
+
+
+def _decode(opened: OpenedImage) -> Image.Image:
+    """Decode, orientation applied when tagged; RGB, L or RGBA (converted after resizing)."""
+    im = opened.image
     try:
         im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{what}: image data does not decode ({e})") from None
+        orientation = im.getexif().get(_ORIENTATION_TAG, 1) if opened.format else 1
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"{opened.what}: {e}") from None
+    except Exception as e:  # truncated data, inflating text/ICC chunks, broken codecs...
+        raise ImageError(
+            f"{opened.what}: image data does not decode ({type(e).__name__}: {e})"
+        ) from None
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:  # a broken EXIF block must not lose the image
+            log.debug("EXIF orientation ignored", exc_info=True)
+    if im.mode not in ("RGB", "L"):
+        try:
+            im = im.convert("RGB")
+        except Exception as e:
+            raise ImageError(f"{opened.what}: mode {im.mode} cannot be converted ({e})") from None
     return im
 
 
@@ -113,30 +260,11 @@ def load_image(
     src: str | Path | bytes | Image.Image | np.ndarray,
     *,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> Image.Image:
-    """Decode `src` to an RGB image (EXIF orientation applied). Raises `ImageError`."""
-    if isinstance(src, Image.Image):
-        w, h = src.size
-        if w * h > max_image_pixels:
-            raise ImageTooLarge(f"image {w}x{h} is over the limit of {max_image_pixels} pixels")
-        im = src
-    elif isinstance(src, np.ndarray):
-        if src.ndim not in (2, 3) or src.size == 0:
-            raise ImageError(f"array of shape {src.shape} is not an image")
-        if src.shape[0] * src.shape[1] > max_image_pixels:
-            raise ImageTooLarge(f"array {src.shape} is over the limit of {max_image_pixels} pixels")
-        im = Image.fromarray(src.astype(np.uint8) if src.dtype != np.uint8 else src)
-    elif isinstance(src, bytes | bytearray | memoryview):
-        im = _open_checked(bytes(src), max_image_pixels, "image bytes")
-    else:
-        path = Path(src)
-        if not path.is_file():
-            raise ImageError(f"{path}: file not found")
-        im = _open_checked(path, max_image_pixels, str(path))
-    try:
-        im = ImageOps.exif_transpose(im)
-    except Exception:  # a broken EXIF block must not lose the image
-        log.debug("EXIF orientation ignored", exc_info=True)
+    """Decode `src` at full size to RGB (EXIF orientation applied). Raises `ImageError`."""
+    options = ImageOptions(max_image_pixels=max_image_pixels, formats=formats)
+    im = _decode(open_image(src, options, draft=False))
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
@@ -223,33 +351,52 @@ def density_scale(
 
 
 def fit_pixels(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
-    """Resize to PaddleOCR-VL's grid (sides multiple of 28, area in [min, max]), bicubic."""
+    """Resize to PaddleOCR-VL's grid (sides multiple of 28, area in [min, max]), bicubic.
+
+    No resize when the size does not change. A side the grid rule would round to zero
+    (a 28x2800 strip under a small `max_pixels`) is kept at 28 and the other side shrunk
+    to fit. Large reductions first shrink by an integer factor (Pillow's `reducing_gap`),
+    which is faster and indistinguishable from a plain bicubic resize at that ratio.
+    """
     w, h = image.size
     try:
         th, tw = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels)
     except ValueError as e:
         raise ImageError(str(e)) from None
+    if tw < _GRID or th < _GRID:
+        longest = max(_GRID, (max_pixels // _GRID) // _GRID * _GRID)
+        tw, th = (_GRID, longest) if tw < _GRID else (longest, _GRID)
     if (tw, th) == (w, h):
         return image
-    return image.resize((tw, th), Image.BICUBIC)
+    return image.resize((tw, th), Image.BICUBIC, reducing_gap=3.0)
 
 
-def prepare_image(
-    src: str | Path | bytes | Image.Image | np.ndarray, options: ImageOptions
-) -> PreparedImage:
-    """Decode, optionally downscale by character density, and fit to the model's grid."""
-    image = load_image(src, max_image_pixels=options.max_image_pixels)
-    original = image.size
+def prepare_opened(opened: OpenedImage, options: ImageOptions) -> PreparedImage:
+    """Decode an `open_image` result, optionally downscale by density, fit the grid."""
+    image = _decode(opened)
+    original = opened.original_size
     scale = 1.0
     if options.char_density is not None:
         scale = density_scale(image, options.char_density)
         if scale < 1.0:
             w, h = image.size
             image = image.resize(
-                (max(28, round(w * scale)), max(28, round(h * scale))), Image.LANCZOS
+                (max(_GRID, round(w * scale)), max(_GRID, round(h * scale))), Image.LANCZOS
             )
             log.debug("density downscale %.3f: %s -> %s", scale, original, image.size)
-    return PreparedImage(fit_pixels(image, options.min_pixels, options.max_pixels), original, scale)
+    image = fit_pixels(image, options.min_pixels, options.max_pixels)
+    if image.mode != "RGB":  # L images are resized first: a third of the work
+        image = image.convert("RGB")
+    return PreparedImage(image, original, scale)
+
+
+def prepare_image(
+    src: str | Path | bytes | Image.Image | np.ndarray | PreparedImage, options: ImageOptions
+) -> PreparedImage:
+    """Open, decode, optionally downscale by character density, and fit the model's grid."""
+    if isinstance(src, PreparedImage):
+        return src
+    return prepare_opened(open_image(src, options), options)
 
 
 def encode_image(image: Image.Image, fmt: str = "PNG", quality: int = 92) -> tuple[bytes, str]:

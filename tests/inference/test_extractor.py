@@ -109,3 +109,20 @@ def test_backend_config_rejects_unknown() -> None:
         BackendConfig(backend="tensorrt")
     with pytest.raises(ValueError, match="unknown key"):
         BackendConfig.from_dict({"backend": "fake", "modeldir": "x"})
+
+
+def test_several_prompts_share_one_preparation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inference.imaging as imaging
+
+    calls = []
+    real = imaging.prepare_opened
+    monkeypatch.setattr(imaging, "prepare_opened", lambda *a, **k: calls.append(1) or real(*a, **k))
+    backend = Scripted('{"a": "1"}')
+    ex = Extractor(backend, image_options=SMALL, schema=None)
+    image = Image.new("RGB", (300, 200), "white")
+    results = ex.extract_many(image, [{"a": ""}, {"b": ""}, None])
+    assert [r.prompt for r in results] == ['OCR:{"a":""}', 'OCR:{"b":""}', "OCR:{}"]
+    assert len(calls) == 1 and len(backend.seen) == 3
+    out = asyncio.run(ex.aextract_many(image, [{"a": ""}, {"a": 1}]))
+    assert len(calls) == 2  # once more for the second image
+    assert out[0].fields == {"a": "1"} and isinstance(out[1], QueryError)

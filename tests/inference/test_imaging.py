@@ -125,3 +125,95 @@ def test_image_options_validate() -> None:
         ImageOptions(min_pixels=1000, max_pixels=500)
     with pytest.raises(ValueError, match="unknown key"):
         ImageOptions.from_dict({"max_pixel": 5})
+
+
+# ---------------------------------------------------------------- one preparation path (issues 12, 14)
+
+import struct  # noqa: E402
+import zlib  # noqa: E402
+
+from inference.imaging import DEFAULT_FORMATS, open_image, prepare_opened  # noqa: E402
+
+
+def _png(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 200).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_only_allowed_formats_are_opened(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, format="PPM")
+    with pytest.raises(ImageError, match="not an image of an accepted format"):
+        open_image(buf.getvalue())
+    assert open_image(buf.getvalue(), ImageOptions(formats=("PPM",))).format == "PPM"
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+    with pytest.raises(ImageError, match="accepted format"):
+        open_image(eps)
+    with pytest.raises(ValueError, match="Ghostscript"):
+        ImageOptions(formats=("PNG", "eps"))
+    with pytest.raises(ValueError, match="unknown to Pillow"):
+        ImageOptions.from_dict({"formats": ["PNG", "HEIC"]})
+    assert ImageOptions.from_dict({"formats": ["png", "jpeg"]}).formats == ("PNG", "JPEG")
+    assert "EPS" not in DEFAULT_FORMATS
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
+def test_png_chunks_inflating_past_the_limit_are_an_image_error(kind: bytes) -> None:
+    png = _png()
+    bomb = png[:33] + _chunk(kind, b"key\x00\x00" + zlib.compress(b"a" * 3_000_000)) + png[33:]
+    with pytest.raises(ImageError):
+        prepare_image(bomb, ImageOptions())
+
+
+def test_thin_strip_never_resizes_to_zero() -> None:
+    for size in ((28, 2800), (2800, 28), (30, 5000)):
+        out = prepare_image(
+            Image.new("L", size, 255), ImageOptions(min_pixels=784, max_pixels=50176)
+        )
+        w, h = out.size
+        assert w >= 28 and h >= 28 and w % 28 == 0 and h % 28 == 0 and w * h <= 50176
+        assert out.image.mode == "RGB"
+
+
+def test_no_resize_when_the_size_does_not_change() -> None:
+    im = Image.new("RGB", (28 * 20, 28 * 10), "white")
+    assert fit_pixels(im, 784, 28 * 28 * 400) is im  # the very same object: no copy
+
+
+def test_large_jpeg_decodes_in_draft_mode_at_least_at_the_model_size() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (200, 180, 160)).save(buf, format="JPEG", quality=80)
+    options = ImageOptions(min_pixels=784, max_pixels=28 * 28 * 500)
+    opened = open_image(buf.getvalue(), options)
+    assert opened.original_size == (4000, 3000)
+    assert opened.cost_pixels <= 4000 * 3000 / 4  # DCT-reduced by at least 2 per side
+    prepared = prepare_opened(opened, options)
+    full = prepare_image(load_image(buf.getvalue()), options)
+    assert prepared.size == full.size and prepared.original_size == (4000, 3000)
+    diff = np.abs(np.asarray(prepared.image, float) - np.asarray(full.image, float)).mean()
+    assert diff < 2.0  # same picture
+    full_open = open_image(buf.getvalue(), options, draft=False)
+    assert full_open.cost_pixels == 4000 * 3000
+
+
+def test_orientation_applied_only_when_tagged() -> None:
+    im = Image.new("RGB", (60, 30), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes())
+    assert load_image(buf.getvalue()).size == (30, 60)
+    plain = io.BytesIO()
+    im.save(plain, format="JPEG")
+    assert load_image(plain.getvalue()).size == (60, 30)
+
+
+def test_header_over_the_pixel_limit_is_refused_before_decoding() -> None:
+    data = png_bomb(9000, 9000)
+    with pytest.raises(ImageTooLarge, match="81000000 pixels"):
+        open_image(data, ImageOptions(max_image_pixels=64_000_000))
