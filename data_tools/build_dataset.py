@@ -2,16 +2,33 @@
 
     python -m data_tools.build_dataset --labels labels.jsonl --out-dir data/sft \\
         --variants-per-image 6 --val-ratio 0.1 --seed 42 [--format erniekit|paddleformers] \\
-        [--image-root /mnt/data/invoices] [--skip-bad] [--config configs/dataset/vat_invoice.yaml]
+        [--split hash|source] [--image-root /mnt/data/invoices] [--skip-bad] \\
+        [--include-needs-review] [--include-qa-failures] [--config configs/dataset/vat_invoice.yaml]
 
 For every image: one full `OCR:{}` record plus N-1 distinct partial or structured
 prompts, drawn with a generator seeded by (seed, record id) so an image's prompts do not
-depend on the rest of the file. The train/val split is by image (records sharing an
-image always land together), ordered by a seeded hash so adding images later does not
-reshuffle the ones already split. Outputs, all written atomically:
+depend on the rest of the file. Every SFT record carries its label record's `id`.
+
+The split is by image (records sharing an image always land together):
+
+* `--split hash` (default): the `val_ratio` share of images with the smallest seeded
+  hashes goes to val, so adding images later does not reshuffle the ones already split;
+* `--split source`: the split the converter took from the published dataset
+  (`meta.split`: train → train; val, dev, test → val), never re-split, so scores are
+  comparable with published numbers.
+
+Left out, and counted in `stats.json`: records the labeler flagged (`meta.needs_review`;
+`--include-needs-review` keeps them) and records that failed label QA
+(`meta.qa.verdict: fail`, written by `python -m data_tools.qa`; `--include-qa-failures`
+keeps them).
+
+Outputs, published together (built in a temp folder beside D, then swapped into place,
+so a reader or a crash sees the old dataset or the new one, never a mix):
 
     D/train.jsonl  D/val.jsonl  D/split.json (ids on each side)  D/stats.json
-    D/val.labels.jsonl (the val images' label records: the gold for scoring)
+    D/val.labels.jsonl   the val images' label records: the gold for scoring
+    D/val.requests.jsonl one {id, image, prompt} per val prompt: what to ask a model
+                         (python -m inference.predict --input D/val.requests.jsonl)
 
 Same inputs and seed → byte-identical files.
 """
@@ -19,31 +36,56 @@ Same inputs and seed → byte-identical files.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from data_tools.config import ConfigError, load_config
 from data_tools.images import MAX_PIXELS, MIN_PIXELS, BadImageError, check_image, visual_tokens
-from data_tools.jsonl import atomic_write_text, dumps_line, write_jsonl_atomic
+from data_tools.jsonl import dumps_line
 from data_tools.prompts import FULL_PROMPT, answer_text, build_prompt, placeholder_for, project
 from data_tools.records import LabelFormatError, LabelRecord, read_labels
+from data_tools.sft import FORMATS, record_line, request_row
 
 log = logging.getLogger("data_tools.build_dataset")
 
-FORMATS = ("erniekit", "paddleformers")
 VARIANT_KINDS = ("full", "key", "keys", "structured")
+SPLIT_MODES = ("hash", "source")
+# meta.split values of the published datasets → our two sides
+SOURCE_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "val",
+    "testing": "val",
+}
+OUTPUTS = (
+    "train.jsonl",
+    "val.jsonl",
+    "split.json",
+    "stats.json",
+    "val.labels.jsonl",
+    "val.requests.jsonl",
+)
 
 
 @dataclass
@@ -52,16 +94,21 @@ class BuildConfig:
     val_ratio: float = 0.1
     seed: int = 42
     format: str = "erniekit"
+    split: str = "hash"  # hash: seeded share of images; source: the records' meta.split
     image_root: str | None = None
     skip_bad: bool = False
     check_images: bool = True
     include_needs_review: bool = False  # records the labeler flagged (meta.needs_review)
+    include_qa_failures: bool = False  # records label QA failed (meta.qa.verdict: fail)
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
     max_keys: int = 5  # most top-level keys in one multi-key prompt
     kind_weights: dict[str, float] = field(
         default_factory=lambda: {"key": 0.4, "keys": 0.3, "structured": 0.3}
     )
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.variants_per_image < 1:
@@ -70,6 +117,8 @@ class BuildConfig:
             raise ValueError("--val-ratio must be in [0, 1)")
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {FORMATS}, got {self.format!r}")
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f"--split must be one of {SPLIT_MODES}, got {self.split!r}")
         if self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
             raise ValueError("min_pixels must be > 0 and <= max_pixels")
         unknown = set(self.kind_weights) - set(VARIANT_KINDS[1:])
@@ -82,13 +131,34 @@ class Sample:
     """One image with its truth, resolved and checked."""
 
     record: LabelRecord
-    image_abs: Path  # where the image is on this machine
+    image_abs: str  # where the image is on this machine (absolute, normalised)
     image_out: str  # the path written into the SFT file
     labels_file: Path
     size: tuple[int, int] | None = None  # (width, height) when checked
+    split: str = "train"
+
+
+@dataclass
+class LoadReport:
+    """What `load_samples` left out, and why."""
+
+    needs_review: int = 0
+    qa_failures: int = 0
+    qa_failed_rules: Counter[str] = field(default_factory=Counter)
 
 
 # ---------------------------------------------------------------- prompt variants
+
+
+def _kind_table(cfg: BuildConfig, has_containers: bool) -> tuple[list[str], list[float]]:
+    kinds = [k for k in cfg.kind_weights if cfg.kind_weights[k] > 0]
+    if not has_containers and "structured" in kinds:
+        kinds.remove("structured")
+    cum, total = [], 0.0
+    for k in kinds:
+        total += cfg.kind_weights[k]
+        cum.append(total)
+    return kinds, cum
 
 
 def sample_requests(
@@ -97,16 +167,13 @@ def sample_requests(
     """N-1 distinct (kind, request, prompt) triples besides the full request; fewer if the
     record has too few fields to make N-1 different prompts."""
     keys = list(fields)
+    placeholders = {k: placeholder_for(v) for k, v in fields.items()}
     containers = [
         k
         for k, v in fields.items()
         if (isinstance(v, dict) and v) or (isinstance(v, list) and v and isinstance(v[0], dict))
     ]
-    kinds = [k for k in cfg.kind_weights if cfg.kind_weights[k] > 0]
-    weights = [cfg.kind_weights[k] for k in kinds]
-    if not containers and "structured" in kinds:
-        i = kinds.index("structured")
-        del kinds[i], weights[i]
+    kinds, cum_weights = _kind_table(cfg, bool(containers))
     seen = {FULL_PROMPT}
     out: list[tuple[str, dict[str, Any], str]] = []
     if not keys or not kinds:
@@ -114,15 +181,15 @@ def sample_requests(
     attempts = 0
     while len(out) < n - 1 and attempts < 30 * n:
         attempts += 1
-        kind = rng.choices(kinds, weights)[0]
+        kind = rng.choices(kinds, cum_weights=cum_weights)[0]
         if kind == "key":
             k = rng.choice(keys)
-            request = {k: placeholder_for(fields[k])}
+            request = {k: placeholders[k]}
         elif kind == "keys":
             if len(keys) < 2:
                 continue
             chosen = rng.sample(keys, rng.randint(2, min(cfg.max_keys, len(keys))))
-            request = {k: placeholder_for(fields[k]) for k in chosen}
+            request = {k: placeholders[k] for k in chosen}
         else:  # structured: sub-keys of one container, maybe with a few plain keys
             ck = rng.choice(containers)
             value = fields[ck]
@@ -134,7 +201,7 @@ def sample_requests(
             others = [k for k in keys if k != ck]
             if others and rng.random() < 0.3:
                 for k in rng.sample(others, rng.randint(1, min(2, len(others)))):
-                    request[k] = placeholder_for(fields[k])
+                    request[k] = placeholders[k]
         prompt = build_prompt(request)
         if prompt in seen:
             continue
@@ -143,50 +210,21 @@ def sample_requests(
     return out
 
 
-# ---------------------------------------------------------------- writers
+# ---------------------------------------------------------------- inputs
 
 
-def erniekit_record(image: str, prompt: str, answer: str) -> dict[str, Any]:
-    """ERNIEKit `OCR-VL-SFT`: prompt tagged `mask` (no loss), answer `no_mask` (trained)."""
-    return {
-        "image_info": [{"matched_text_index": 0, "image_url": image}],
-        "text_info": [{"text": prompt, "tag": "mask"}, {"text": answer, "tag": "no_mask"}],
-    }
-
-
-def paddleformers_record(image: str, prompt: str, answer: str) -> dict[str, Any]:
-    """PaddleFormers `VL-SFT` with template `paddleocr_vl`."""
-    return {
-        "messages": [
-            {"role": "user", "content": f"<image>{prompt}"},
-            {"role": "assistant", "content": answer},
-        ],
-        "images": [image],
-    }
-
-
-WRITERS = {"erniekit": erniekit_record, "paddleformers": paddleformers_record}
-
-
-# ---------------------------------------------------------------- build
-
-
-def _image_out(
-    record: LabelRecord, image_abs: Path, labels_file: Path, image_root: str | None
-) -> str:
+def _image_out(record: LabelRecord, image_abs: str, base: str, image_root: str | None) -> str:
     if image_root is None:
-        return str(image_abs)
-    rel = Path(record.image)
-    if rel.is_absolute():
-        base = labels_file.resolve().parent
-        try:
-            rel = image_abs.relative_to(base)
-        except ValueError:
+        return image_abs
+    rel = os.path.expanduser(record.image)
+    if os.path.isabs(rel):
+        rel = os.path.relpath(image_abs, base)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
             raise ValueError(
-                f"{labels_file}: image {record.image!r} (id {record.id}) is outside the labels "
-                "folder, so it cannot be rewritten under --image-root; store it relative"
-            ) from None
-    return str(Path(image_root) / os.path.normpath(rel))
+                f"image {record.image!r} (id {record.id}) is outside the labels folder {base}, "
+                "so it cannot be rewritten under --image-root; store it relative"
+            )
+    return os.path.join(image_root, os.path.normpath(rel))
 
 
 def _split_rank(seed: int, key: str) -> str:
@@ -201,6 +239,227 @@ def split_groups(keys: Sequence[str], val_ratio: float, seed: int) -> set[str]:
     n_val = min(len(keys) - 1, max(1, round(val_ratio * len(keys))))
     ranked = sorted(keys, key=lambda k: _split_rank(seed, k))
     return set(ranked[:n_val])
+
+
+def _left_out(rec: LabelRecord, cfg: BuildConfig, report: LoadReport) -> bool:
+    """Count and leave out a record flagged for review or failed by QA (unless kept)."""
+    if rec.meta.get("needs_review") and not cfg.include_needs_review:
+        report.needs_review += 1
+        return True
+    qa = rec.meta.get("qa")
+    if isinstance(qa, dict) and qa.get("verdict") == "fail" and not cfg.include_qa_failures:
+        report.qa_failures += 1
+        hard = qa.get("hard") if isinstance(qa.get("hard"), list) else []
+        report.qa_failed_rules.update({str(h).split(":", 1)[0] for h in hard})
+        return True
+    return False
+
+
+def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> tuple[list[Sample], LoadReport]:
+    """Resolved samples, and what was left out (review flags, QA failures)."""
+    samples: list[Sample] = []
+    report = LoadReport()
+    seen_ids: dict[str, Path] = {}
+    for lf in labels_files:
+        base = str(Path(lf).resolve().parent)  # once per file, not per record
+        for rec in read_labels(lf):
+            if _left_out(rec, cfg, report):
+                continue
+            if rec.id in seen_ids:
+                raise LabelFormatError(
+                    f"{lf}: id {rec.id!r} also in {seen_ids[rec.id]}; ids must be unique across files"
+                )
+            seen_ids[rec.id] = lf
+            image_abs = os.path.normpath(os.path.join(base, os.path.expanduser(rec.image)))
+            try:
+                image_out = _image_out(rec, image_abs, base, cfg.image_root)
+            except ValueError as exc:
+                raise ValueError(f"{lf}: {exc}") from None
+            samples.append(Sample(rec, image_abs, image_out, lf))
+    return samples, report
+
+
+def check_samples(samples: list[Sample], workers: int = 4) -> list[str]:
+    """Decode every distinct image once; fill sizes; return `file: id: problem` lines."""
+    unique = sorted({s.image_abs for s in samples})
+
+    def check(path: str) -> tuple[str, tuple[int, int] | str]:
+        try:
+            info = check_image(path)
+            return path, (info.width, info.height)
+        except BadImageError as exc:
+            return path, str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(pool.map(check, unique))
+    problems = []
+    for s in samples:
+        r = results[s.image_abs]
+        if isinstance(r, str):
+            problems.append(f"{s.labels_file}: id {s.record.id}: {r}")
+        else:
+            s.size = r
+    return problems
+
+
+def assign_source_splits(samples: list[Sample]) -> Counter[str]:
+    """Set each sample's side from its `meta.split`; returns the counts of the values seen.
+
+    Raises `ValueError` naming the records without a usable split, or an image whose
+    records sit on both sides."""
+    seen: Counter[str] = Counter()
+    missing: list[str] = []
+    unknown: list[str] = []
+    for s in samples:
+        raw = s.record.meta.get("split")
+        side = SOURCE_SPLITS.get(raw.strip().lower()) if isinstance(raw, str) else None
+        if raw is None:
+            missing.append(f"{s.labels_file}: id {s.record.id}")
+        elif side is None:
+            unknown.append(f"{s.labels_file}: id {s.record.id}: meta.split {raw!r}")
+        else:
+            s.split = side
+            seen[raw] += 1
+    if missing:
+        raise ValueError(
+            f"--split source: {len(missing)} record(s) have no meta.split (first: "
+            f"{missing[0]}); convert the dataset with python -m data_tools.convert, which keeps "
+            "the published split, or use --split hash"
+        )
+    if unknown:
+        raise ValueError(
+            f"--split source: {len(unknown)} record(s) with a meta.split that is not one of "
+            f"{sorted(SOURCE_SPLITS)} (first: {unknown[0]})"
+        )
+    sides: dict[str, tuple[str, str]] = {}
+    for s in samples:
+        prev = sides.setdefault(s.image_abs, (s.split, s.record.id))
+        if prev[0] != s.split:
+            raise ValueError(
+                f"--split source: image {s.image_abs} is in {prev[0]} (id {prev[1]}) and in "
+                f"{s.split} (id {s.record.id}); one image cannot be on both sides"
+            )
+    return seen
+
+
+# ---------------------------------------------------------------- publishing
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux `renameat2(RENAME_EXCHANGE)`); False where the
+    system or file system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ours(name: str) -> bool:
+    """An entry the builder writes (or a temp file an older builder left)."""
+    return name in OUTPUTS or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _carry_over(old: Path, new: Path) -> list[str]:
+    """Hard-link (or copy) the entries of `old` that the builder does not write into `new`,
+    so a rebuild keeps them; returns their names."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    kept = []
+    for entry in sorted(os.listdir(old)):
+        if _ours(entry):
+            continue
+        src, dst = old / entry, new / entry
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True, copy_function=link)
+        elif src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        else:
+            link(str(src), str(dst))
+        kept.append(entry)
+    return kept
+
+
+def _recover(out_dir: Path) -> None:
+    """Undo what an interrupted publish left: restore a dataset set aside, drop temp dirs."""
+    parent, name = out_dir.parent, out_dir.name
+    olds = sorted(parent.glob(f".{name}.old-*"))
+    if olds and not out_dir.exists():
+        os.rename(olds.pop(), out_dir)
+        log.warning("%s: restored the dataset an interrupted build had set aside", out_dir)
+    for p in [*olds, *parent.glob(f".{name}.new-*")]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def publishing(out_dir: Path) -> Iterator[Path]:
+    """A fresh folder to write the dataset into; on success it replaces `out_dir` in one
+    step (files there that the builder does not write are kept), on error it vanishes.
+
+    A kill at any moment leaves `out_dir` holding the old dataset or the new one; the next
+    build cleans up what the kill left beside it. One build per `out_dir` at a time (a lock
+    file `.NAME.lock` beside it)."""
+    out_dir = Path(os.path.abspath(out_dir))
+    parent, name = out_dir.parent, out_dir.name
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} exists and is not a folder")
+    parent.mkdir(parents=True, exist_ok=True)
+    with open(parent / f".{name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another build is writing {out_dir}; wait for it to finish") from None
+        _recover(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent))
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a dataset gets the umask's
+            yield tmp
+            if out_dir.exists():
+                kept = _carry_over(out_dir, tmp)
+                if kept:
+                    log.info("%s: kept %s (not written by the builder)", out_dir, ", ".join(kept))
+            _fsync_dir(tmp)
+            if not out_dir.exists():
+                os.rename(tmp, out_dir)
+            elif not _rename_exchange(tmp, out_dir):
+                aside = parent / f".{name}.old-{os.getpid()}"
+                os.rename(out_dir, aside)  # a kill right here: _recover() restores it next run
+                os.rename(tmp, out_dir)
+            _fsync_dir(parent)
+        finally:
+            _recover(out_dir)
+
+
+def _write_lines(path: Path, lines: Iterator[str] | list[str]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.writelines(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ---------------------------------------------------------------- build
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -220,63 +479,16 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> tuple[list[Sample], int]:
-    """Resolved samples, and how many flagged records were left out."""
-    samples: list[Sample] = []
-    n_review = 0
-    seen_ids: dict[str, Path] = {}
-    for lf in labels_files:
-        for rec in read_labels(lf):
-            if rec.meta.get("needs_review") and not cfg.include_needs_review:
-                n_review += 1
-                continue
-            if rec.id in seen_ids:
-                raise LabelFormatError(
-                    f"{lf}: id {rec.id!r} also in {seen_ids[rec.id]}; ids must be unique across files"
-                )
-            seen_ids[rec.id] = lf
-            image_abs = Path(rec.image).expanduser()
-            if not image_abs.is_absolute():
-                image_abs = lf.resolve().parent / image_abs
-            image_abs = Path(os.path.normpath(image_abs))
-            samples.append(
-                Sample(rec, image_abs, _image_out(rec, image_abs, lf, cfg.image_root), lf)
-            )
-    return samples, n_review
-
-
-def check_samples(samples: list[Sample], workers: int = 4) -> list[str]:
-    """Decode every distinct image once; fill sizes; return `file: id: problem` lines."""
-    unique = sorted({s.image_abs for s in samples})
-
-    def check(path: Path) -> tuple[Path, tuple[int, int] | str]:
-        try:
-            info = check_image(path)
-            return path, (info.width, info.height)
-        except BadImageError as exc:
-            return path, str(exc)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(pool.map(check, unique))
-    problems = []
-    for s in samples:
-        r = results[s.image_abs]
-        if isinstance(r, str):
-            problems.append(f"{s.labels_file}: id {s.record.id}: {r}")
-        else:
-            s.size = r
-    return problems
-
-
 def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict[str, Any]:
     """Build the dataset; returns the stats written to `out_dir/stats.json`."""
     cfg.validate()
     labels_files = [Path(p) for p in labels_files]
-    samples, n_review = load_samples(labels_files, cfg)
+    samples, report = load_samples(labels_files, cfg)
     if not samples:
         raise ValueError(
             f"no usable label records in {', '.join(map(str, labels_files))} "
-            "(records flagged meta.needs_review are left out unless --include-needs-review)"
+            f"({report.needs_review} flagged meta.needs_review, {report.qa_failures} failed QA: "
+            "left out unless --include-needs-review / --include-qa-failures)"
         )
 
     bad: list[str] = []
@@ -292,76 +504,81 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         if bad:
             log.warning("skipping %d record(s) with bad images (--skip-bad)", len(bad))
         samples = [s for s in samples if s.size is not None]
+        if not samples:
+            raise BadImageError("every record has a missing or broken image; nothing to build")
 
-    groups = sorted({str(s.image_abs) for s in samples})
-    val_groups = split_groups(groups, cfg.val_ratio, cfg.seed)
-    write = WRITERS[cfg.format]
+    source_splits: Counter[str] = Counter()
+    if cfg.split == "source":
+        source_splits = assign_source_splits(samples)
+    else:
+        groups = sorted({s.image_abs for s in samples})
+        val_groups = split_groups(groups, cfg.val_ratio, cfg.seed)
+        for s in samples:
+            s.split = "val" if s.image_abs in val_groups else "train"
 
-    rows: dict[str, list[tuple[str, dict[str, Any]]]] = {"train": [], "val": []}
+    fmt = cfg.format
+    train_lines: list[str] = []
+    val_lines: list[str] = []
+    request_lines: list[str] = []
     kinds: Counter[str] = Counter()
     requested: Counter[str] = Counter()
     present: Counter[str] = Counter()
     answer_chars: list[float] = []
     short_of_variants = 0
     for s in samples:
-        split = "val" if str(s.image_abs) in val_groups else "train"
-        fields = s.record.fields
+        rid, fields = s.record.id, s.record.fields
         present.update(k for k, v in fields.items() if v not in ("", [], {}))
-        rng = random.Random(f"{cfg.seed}:{s.record.id}")
+        rng = random.Random(f"{cfg.seed}:{rid}")
         variants = [("full", {}, FULL_PROMPT)]
         variants += sample_requests(fields, cfg.variants_per_image, rng, cfg)
         if len(variants) < cfg.variants_per_image:
             short_of_variants += 1
+        lines = val_lines if s.split == "val" else train_lines
         for kind, request, prompt in variants:
             answer = answer_text(project(fields, request))
             kinds[kind] += 1
             requested.update(request.keys() if request else fields.keys())
             answer_chars.append(len(answer))
-            rows[split].append((s.record.id, write(s.image_out, prompt, answer)))
+            lines.append(record_line(fmt, s.image_out, prompt, answer, rid))
+            if s.split == "val":
+                request_lines.append(dumps_line(request_row(rid, s.image_abs, prompt)))
 
     # shuffle train (seeded) so an image's variants are not adjacent; val stays in file order
-    random.Random(cfg.seed).shuffle(rows["train"])
+    random.Random(cfg.seed).shuffle(train_lines)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out_dir / "train.jsonl", (r for _, r in rows["train"]))
-    write_jsonl_atomic(out_dir / "val.jsonl", (r for _, r in rows["val"]))
-    split_map = {
-        "train": sorted({s.record.id for s in samples if str(s.image_abs) not in val_groups}),
-        "val": sorted({s.record.id for s in samples if str(s.image_abs) in val_groups}),
+    train_ids = sorted({s.record.id for s in samples if s.split == "train"})
+    val_ids = sorted({s.record.id for s in samples if s.split == "val"})
+    images = {
+        side: len({s.image_abs for s in samples if s.split == side}) for side in ("train", "val")
     }
-    atomic_write_text(out_dir / "split.json", dumps_line(split_map))
-    # the gold for scoring predictions on val: its label records, image paths absolute
-    write_jsonl_atomic(
-        out_dir / "val.labels.jsonl",
-        (
-            dict(s.record.to_dict(), image=str(s.image_abs))
-            for s in samples
-            if str(s.image_abs) in val_groups
-        ),
-    )
-
     sizes = [s.size for s in samples if s.size is not None]
-    distinct_sizes = {str(s.image_abs): s.size for s in samples if s.size is not None}
+    distinct_sizes = {s.image_abs: s.size for s in samples if s.size is not None}
     tokens = [
         visual_tokens(h, w, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
         for (w, h) in distinct_sizes.values()
     ]
     stats = {
-        "format": cfg.format,
+        "format": fmt,
         "config": {
             "variants_per_image": cfg.variants_per_image,
-            "val_ratio": cfg.val_ratio,
+            "split": cfg.split,
+            "val_ratio": cfg.val_ratio if cfg.split == "hash" else None,
             "seed": cfg.seed,
             "image_root": cfg.image_root,
             "check_images": cfg.check_images,
+            "include_needs_review": cfg.include_needs_review,
+            "include_qa_failures": cfg.include_qa_failures,
             "min_pixels": cfg.min_pixels,
             "max_pixels": cfg.max_pixels,
         },
         "labels": [str(p) for p in labels_files],
-        "records": {"train": len(rows["train"]), "val": len(rows["val"])},
-        "images": {"train": len(groups) - len(val_groups), "val": len(val_groups)},
+        "records": {"train": len(train_lines), "val": len(val_lines)},
+        "images": images,
+        "source_splits": dict(sorted(source_splits.items())),
         "skipped_bad_images": bad,
-        "skipped_needs_review": n_review,
+        "skipped_needs_review": report.needs_review,
+        "skipped_qa_failures": report.qa_failures,
+        "qa_failed_rules": dict(sorted(report.qa_failed_rules.items())),
         "images_short_of_variants": short_of_variants,
         "variant_kinds": dict(sorted(kinds.items())),
         "field_frequency": {
@@ -373,7 +590,22 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         "image_height": _percentiles([float(h) for _, h in sizes]),
         "visual_tokens_per_image": _percentiles([float(t) for t in tokens]),
     }
-    atomic_write_text(out_dir / "stats.json", json_pretty(stats))
+
+    with publishing(out_dir) as tmp:
+        _write_lines(tmp / "train.jsonl", train_lines)
+        _write_lines(tmp / "val.jsonl", val_lines)
+        _write_lines(tmp / "val.requests.jsonl", request_lines)
+        _write_lines(tmp / "split.json", [dumps_line({"train": train_ids, "val": val_ids})])
+        # the gold for scoring predictions on val: its label records, image paths absolute
+        _write_lines(
+            tmp / "val.labels.jsonl",
+            (
+                dumps_line(dict(s.record.to_dict(), image=s.image_abs))
+                for s in samples
+                if s.split == "val"
+            ),
+        )
+        _write_lines(tmp / "stats.json", [json_pretty(stats)])
     return stats
 
 
@@ -395,9 +627,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants-per-image", type=int, help="records per image, the full one included"
     )
-    p.add_argument("--val-ratio", type=float)
+    p.add_argument("--val-ratio", type=float, help="share of images for val (--split hash)")
     p.add_argument("--seed", type=int)
     p.add_argument("--format", choices=FORMATS)
+    p.add_argument(
+        "--split",
+        choices=SPLIT_MODES,
+        help="hash: a seeded val_ratio share of images (default); source: the published "
+        "split the converter kept in meta.split (train → train; val/dev/test → val)",
+    )
     p.add_argument("--image-root", help="rewrite image paths under this folder (training machine)")
     p.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad images")
     p.add_argument("--no-image-check", dest="check_images", action="store_false", default=None)
@@ -407,27 +645,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep records the labeler flagged for review (meta.needs_review); left out by default",
     )
+    p.add_argument(
+        "--include-qa-failures",
+        action="store_true",
+        default=None,
+        help="keep records label QA failed (meta.qa.verdict: fail); left out by default",
+    )
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides after the flags (max_keys=3 kind_weights.key=0.5)",
+    )
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
-    values: dict[str, Any] = {}
-    if args.config:
-        raw = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        allowed = set(BuildConfig.__dataclass_fields__)
-        unknown = set(raw) - allowed
-        if unknown:
-            raise ValueError(
-                f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"
-            )
-        values.update(raw)
-    for name in BuildConfig.__dataclass_fields__:
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = v
-    return BuildConfig(**values)
+    flags = [
+        (name, getattr(args, name))
+        for name in BuildConfig.__dataclass_fields__
+        if getattr(args, name, None) is not None
+    ]
+    return load_config(BuildConfig, args.config, [*args.overrides, *flags])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -436,15 +677,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         stats = build(args.labels, args.out_dir, cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     r, i = stats["records"], stats["images"]
     print(
         f"wrote {args.out_dir}/train.jsonl ({r['train']} records, {i['train']} images) and "
-        f"val.jsonl ({r['val']} records, {i['val']} images) in {stats['format']} format; "
-        f"variant kinds {stats['variant_kinds']}; stats in {args.out_dir}/stats.json"
+        f"val.jsonl ({r['val']} records, {i['val']} images) in {stats['format']} format "
+        f"({stats['config']['split']} split); variant kinds {stats['variant_kinds']}; "
+        f"stats in {args.out_dir}/stats.json"
     )
+    left_out = [
+        f"{stats['skipped_needs_review']} flagged for review",
+        f"{stats['skipped_qa_failures']} failed QA",
+    ]
+    if stats["skipped_needs_review"] or stats["skipped_qa_failures"]:
+        print(f"left out {' and '.join(left_out)} (see stats.json)")
     if stats["skipped_bad_images"]:
         print(
             f"skipped {len(stats['skipped_bad_images'])} record(s) with bad images:",

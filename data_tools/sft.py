@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from json.encoder import encode_basestring  # the C string encoder json.dumps uses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,42 @@ def paddleformers_record(
 
 
 WRITERS = {"erniekit": erniekit_record, "paddleformers": paddleformers_record}
+
+# The same records as one JSONL line each, byte for byte what `jsonl.dumps_line` makes of
+# `WRITERS[fmt](...)`, without building and walking the dicts (the dataset builder writes
+# millions of them; tests hold the two ways equal).
+_LINES = {
+    "erniekit": (
+        '"image_info": [{"matched_text_index": 0, "image_url": %s}], '
+        '"text_info": [{"text": %s, "tag": "mask"}, {"text": %s, "tag": "no_mask"}]}\n'
+    ),
+    "paddleformers": (
+        '"messages": [{"role": "user", "content": %s}, {"role": "assistant", "content": %s}], '
+        '"images": [%s]}\n'
+    ),
+}
+
+
+def record_line(
+    fmt: str, image: str, prompt: str, answer: str, record_id: str | None = None
+) -> str:
+    """`dumps_line(WRITERS[fmt](image, prompt, answer, record_id))`, fast."""
+    head = "{" if record_id is None else '{"id": ' + encode_basestring(record_id) + ", "
+    if fmt == "erniekit":
+        body = _LINES[fmt] % (
+            encode_basestring(image),
+            encode_basestring(prompt),
+            encode_basestring(answer),
+        )
+    elif fmt == "paddleformers":
+        body = _LINES[fmt] % (
+            encode_basestring(IMAGE_TAG + prompt),
+            encode_basestring(answer),
+            encode_basestring(image),
+        )
+    else:
+        raise ValueError(f"unknown SFT format {fmt!r}; use one of {FORMATS}")
+    return head + body
 
 
 def request_row(record_id: str, image: str, prompt: str) -> dict[str, str]:

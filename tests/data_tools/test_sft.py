@@ -108,3 +108,19 @@ def test_check_dataset_file_lists_every_problem(tmp_path: Path, image: str) -> N
     assert ":6: not JSON" in text
     with pytest.raises(ValueError, match="unknown SFT format"):
         sft.check_record({}, "x", "llava")
+
+
+@pytest.mark.parametrize("fmt", sft.FORMATS)
+@pytest.mark.parametrize("record_id", [None, "doc/7 \"q\""])
+def test_record_line_is_dumps_line_of_the_writer(fmt: str, record_id: str | None) -> None:
+    from data_tools.jsonl import dumps_line
+
+    tricky = 'OCR:{"名称":""} \\ "quoted" \n\t\u2028 \x00 é'
+    for image, prompt, answer in [
+        ("/a/b.png", "OCR:{}", "{}"),
+        ("/图片/发票 1.jpg", tricky, json.dumps({"k": tricky}, ensure_ascii=False)),
+    ]:
+        expected = dumps_line(sft.WRITERS[fmt](image, prompt, answer, record_id))
+        assert sft.record_line(fmt, image, prompt, answer, record_id) == expected
+    with pytest.raises(ValueError, match="unknown SFT format"):
+        sft.record_line("llava", "a", "b", "c")
