@@ -68,6 +68,9 @@ retry_after_s=0.05, hang_s=30.0, max_image_bytes=None, api_key=None)``
     missing from the truth get the request's placeholder (``""``, ``{}``, ``[]``). Unknown
     images answer ``default`` (``None``: ``{}``). ``.lookups`` counts answers per registered key.
 
+``"logprobs": true`` in a request adds ``choices[0].logprobs.content`` (token, logprob,
+bytes) spelling the answer: the responder's ``StubReply.token_logprobs`` or ``stub_tokens``.
+
 Helpers: ``request_text(body)`` (all user text), ``request_images(body)`` (decoded image bytes),
 ``make_test_image(path, seed, size=(96, 64))`` (a random block pattern JPEG/PNG whose perceptual
 hash is far from any other seed's), ``project(value, request)``.
@@ -133,6 +136,9 @@ class StubReply:
 
     text: str
     finish_reason: str = "stop"
+    # (token, logprob) pairs spelling `text`, sent when the request asks for ``logprobs``
+    # (default: `stub_tokens(text)`, each with logprob -0.01)
+    token_logprobs: Sequence[tuple[str, float]] | None = None
 
 
 @dataclass
@@ -268,6 +274,14 @@ def _placeholder(request: Any) -> Any:
     if isinstance(request, dict):
         return {k: _placeholder(v) for k, v in request.items()}
     return [] if isinstance(request, list) else ""
+
+
+_TOKEN = re.compile(r"\d{1,3}|[A-Za-z]+|\s+|[\u3400-\u9fff]|.", re.S)
+
+
+def stub_tokens(text: str) -> list[str]:
+    """A tokenizer stand-in: digit triples, words, spaces, single CJK characters, symbols."""
+    return _TOKEN.findall(text)
 
 
 def _dhash(image_bytes: bytes, size: int = 16) -> int:
@@ -593,10 +607,10 @@ class _Core:
             return 500, _err("responder failed: " + traceback.format_exc()), {}
         if isinstance(reply, str):
             reply = StubReply(reply)
-        text, finish = reply.text, reply.finish_reason
+        text, finish, tokens = reply.text, reply.finish_reason, reply.token_logprobs
         if fault:
             text, finish = _fault_text(fault, text)
-        return 200, self._completion(body, text, finish, index), {}
+        return 200, self._completion(body, text, finish, index, tokens), {}
 
     def _record(
         self,
@@ -624,10 +638,17 @@ class _Core:
             )
         )
 
-    def _completion(self, body: dict[str, Any], text: str, finish: str, index: int) -> dict:
+    def _completion(
+        self,
+        body: dict[str, Any],
+        text: str,
+        finish: str,
+        index: int,
+        tokens: Sequence[tuple[str, float]] | None = None,
+    ) -> dict:
         prompt_tokens = max(1, len(request_text(body)) // 2)
         completion_tokens = max(1, len(text) // 2)
-        return {
+        out = {
             "id": f"chatcmpl-stub-{index}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -645,6 +666,16 @@ class _Core:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if body.get("logprobs"):
+            if tokens is None or "".join(t for t, _ in tokens) != text:
+                tokens = [(t, -0.01) for t in stub_tokens(text)]
+            out["choices"][0]["logprobs"] = {
+                "content": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
+                    for t, lp in tokens
+                ]
+            }
+        return out
 
     async def _stream(
         self, writer: asyncio.StreamWriter, body: dict[str, Any], choice: dict, index: int
