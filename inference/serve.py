@@ -5,7 +5,7 @@
     python -m inference.serve --backend openai --server-url http://127.0.0.1:8118/v1 \\
         --max-concurrency 16
 
-Flags override the config file. Endpoints, limits and examples: ``docs/serving.md``.
+Flags and ``--set key=value`` override the config file. Endpoints, limits and examples: ``docs/serving.md``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
+from data_tools.config import redact
+from data_tools.llm_client import endpoint_from_flags
 from inference.backends import BACKENDS, BackendUnavailable
 from inference.extractor import Extractor
 from inference.serving.app import create_app
@@ -41,40 +43,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, help="requests waiting beyond that (then 503)")
     p.add_argument("--timeout-s", type=float, help="per-request timeout")
     p.add_argument("--char-density", type=float, help="ink pixels per character (downscale)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set limits.max_prompt_chars=4000 (repeatable)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    cfg = ServeConfig.load(args.config) if args.config else ServeConfig()
-    if args.host:
-        cfg.host = args.host
-    if args.port:
-        cfg.port = args.port
+    """The config file, then ``--set`` overrides, then the flags (typed like the file)."""
+    pairs = [
+        ("host", args.host),
+        ("port", args.port),
+        ("backend.backend", args.backend),
+        ("backend.model_dir", args.model_dir),
+        ("backend.device", args.device),
+        ("limits.max_concurrency", args.max_concurrency),
+        ("limits.max_queue", args.max_queue),
+        ("limits.request_timeout_s", args.timeout_s),
+        ("image.char_density", args.char_density),
+    ]
+    flags = [(k, v) for k, v in pairs if v is not None]
+    cfg = ServeConfig.load(args.config, [*args.set, *flags])
     b = cfg.backend
-    if args.backend:
-        b.backend = args.backend
-    if args.model_dir:
-        b.model_dir = args.model_dir
-    if args.server_url:
-        b.server_urls = list(args.server_url)
-    if args.api_model:
-        b.api_model = args.api_model
-    if args.device:
-        b.device = args.device
-    if args.max_concurrency:
-        cfg.limits.max_concurrency = args.max_concurrency
-        b.max_concurrency = max(b.max_concurrency, args.max_concurrency)
-    if args.max_queue is not None:
-        cfg.limits.max_queue = args.max_queue
-    if args.timeout_s:
-        cfg.limits.request_timeout_s = args.timeout_s
-    if args.char_density:
-        cfg.image = replace(cfg.image, char_density=args.char_density)
+    if args.server_url or args.api_model:
+        b.endpoint = endpoint_from_flags(b.endpoint, args.server_url, args.api_model, b.model_name)
+    if args.max_concurrency and b.endpoint is not None:  # the upstream takes as many at once
+        b.endpoint.max_concurrency = max(b.endpoint.max_concurrency or 0, args.max_concurrency)
     return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    t0 = time.monotonic()
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -87,18 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    app = create_app(extractor, cfg)
+    from inference.serving.connections import uvicorn_config
+
+    service = create_app(extractor, cfg)  # installs the log redaction first
     if cfg.auth.resolve() is None and cfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s without an API key (set $%s)", cfg.host, cfg.auth.api_key_env)
-    log.info("serving %s on http://%s:%d", extractor.info(), cfg.host, cfg.port)
-    uvicorn.run(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level=args.log_level,
-        timeout_keep_alive=10,
-        limit_concurrency=max(64, 4 * (cfg.limits.max_concurrency + cfg.limits.max_queue)),
+    log.info(
+        "serving %s on http://%s:%d (ready in %.1f s)",
+        redact(extractor.info()),
+        cfg.host,
+        cfg.port,
+        time.monotonic() - t0,
     )
+    uvicorn.Server(uvicorn_config(service, cfg.host, cfg.port, log_level=args.log_level)).run()
     return 0
 
 

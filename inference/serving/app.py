@@ -1,6 +1,7 @@
-"""The FastAPI app: `create_app(extractor, config)`.
+"""The FastAPI app: `create_app(extractor, config) -> Service` (an ASGI app).
 
-Endpoints (all errors are ``{"error": {"message", "type", "code"}}``, as OpenAI servers answer):
+Endpoints (all errors are ``{"error": {"message", "type", "code"}}``, as OpenAI servers answer,
+with the request id in ``X-Request-ID``):
 
 * ``POST /v1/extract`` — JSON ``{"image": base64 | data: URL [| file:// | https:// when
   enabled], "fields": [..] | "a,b", "request": {..}, "prompt": "OCR:..."}`` or multipart
@@ -11,47 +12,87 @@ Endpoints (all errors are ``{"error": {"message", "type", "code"}}``, as OpenAI 
   (``data:`` URL) and the prompt as text in the last user message; the answer is a
   ``chat.completion`` whose content is the raw model output (plus a ``kie`` object with the
   parsed fields and parse report). No streaming.
-* ``GET /health`` — liveness and load; ``GET /metrics`` — Prometheus text.
+* ``GET /health`` — liveness, admission and memory budgets; ``GET /metrics`` — Prometheus.
 
-Limits: request body size (413), decoded image pixels read from the header before decoding
-(413), per-request timeout (504), a concurrency cap with a bounded queue (503 +
-``Retry-After``), optional bearer token (401), ``file://`` and remote URLs refused (403)
-unless enabled.
+How a request goes through (`Guard`, the outermost ASGI layer, then the endpoint):
+
+1. a request id; the bearer token checked on the raw header bytes (any bytes: no
+   TypeError on a non-ASCII token) before anything is read; with a key set, everything
+   but ``/health`` (and ``/metrics`` unless protected) needs it, ``/docs`` included;
+2. admission *before the body is read*: a declared body over ``max_body_bytes`` is 413,
+   no ticket is 503 + ``Retry-After``; the body's bytes are reserved from the budget shared
+   by all requests (``max_buffered_body_bytes``), then read within ``body_timeout_s`` (408);
+3. JSON parsing (bounded: depth, number length), field checks, base64 and the image
+   header run in worker threads (``cpu_threads``), so the event loop and ``/health`` stay
+   responsive; the decode reserves its pixels from ``max_decode_pixels`` first;
+4. the model call runs in a slot (``max_concurrency``) within ``request_timeout_s`` of
+   admission; on timeout the answer is 504 but the call keeps its slot until it returns;
+5. the answer is rendered off the loop when large. Bad input is always a 4xx and leaves
+   the connection usable; an unexpected error is a 500 with one log line and its
+   traceback (a bug to fix), never for bad input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
+import re
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from data_tools.llm_client import resolve_secret
+from data_tools.parsing import JsonLimitError, ParseLimits, loads_bounded
 from inference.backends import BackendError, BackendUnavailable
 from inference.extractor import Extraction, Extractor, Query, QueryError, query_from_text
-from inference.imaging import ImageError, ImageTooLarge
+from inference.imaging import ImageError, ImageTooLarge, OpenedImage, open_image, prepare_opened
+from inference.serving.admission import Admission, Budget, BudgetTimeout, Ticket
 from inference.serving.config import ServeConfig
-from inference.serving.inputs import InputRejected, decode_base64, fetch_image_url
+from inference.serving.connections import ConnectionGuard
+from inference.serving.inputs import (
+    InputRejected,
+    check_structure,
+    check_text,
+    decode_base64,
+    fetch_image_url,
+)
+from inference.serving.logs import install_redaction
 from inference.serving.metrics import Metrics
 
 log = logging.getLogger("inference.serve")
 
 ENDPOINTS = ("/v1/extract", "/v1/chat/completions", "/health", "/metrics")
+EXTRACT_KEYS = frozenset({"image", "fields", "request", "prompt"})
+_RENDER_INLINE_BYTES = 64 * 1024  # larger answers are serialised in a worker thread
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+request_id_var: ContextVar[str] = ContextVar("kie_request_id", default="-")
+
+T = TypeVar("T")
 
 
 def error_body(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": code}}
+
+
+def json_bytes(obj: Any) -> bytes:
+    """UTF-8 JSON; a lone surrogate in a string becomes its ``\\uXXXX`` escape (valid JSON
+    that decodes back to the same string) instead of an encoding error."""
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class ApiError(Exception):
@@ -67,90 +108,207 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-# ---------------------------------------------------------------- ASGI middleware
+def _error_kind(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        408: "body_timeout",
+        413: "too_large",
+        415: "unsupported_media_type",
+        422: "invalid_request",
+        503: "busy",
+        504: "timeout",
+        502: "backend",
+    }.get(status, "client_error" if status < 500 else "internal")
 
 
-class ObserveAndLimit:
-    """Outermost layer: counts every request, times it, and enforces the body size.
+# ---------------------------------------------------------------- the outermost layer
 
-    The body is read here (up to the limit) and replayed to the app, so an oversize
-    body is answered 413 before any parsing, whether or not it declared a length. An
-    oversize body is drained (up to 8x the limit) so the client can read the answer.
-    """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+class Guard:
+    """Request id, metrics, auth, admission and the body budget (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
-        self.metrics = metrics
-        self.max_body = max_body_bytes
-
-    @staticmethod
-    def _endpoint(scope: Scope) -> str:
-        path = scope.get("path", "")
-        return path if path in ENDPOINTS else "other"
+        self.s = service
+        self.limits = service.config.limits
+        key = service.api_key
+        self.key = key.encode("utf-8") if key is not None else None
+        self.public = {"/health"} | (
+            {"/metrics"} if not service.config.auth.protect_metrics else set()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        endpoint = self._endpoint(scope)
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        headers = dict(scope.get("headers") or [])
+        rid_in = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = rid_in if _REQUEST_ID.match(rid_in) else uuid.uuid4().hex[:16]
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
         t0 = time.perf_counter()
         status = {"code": 500}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
+                }
             await send(message)
 
+        ticket: Ticket | None = None
+        reserved = 0
         try:
-            if scope.get("method") in ("POST", "PUT", "PATCH"):
-                body, too_large = await self._read_body(scope, receive)
-                if too_large:
-                    await _send_json(
-                        send_wrapper,
-                        413,
-                        error_body(
-                            f"request body over {self.max_body} bytes; send a smaller image",
-                            "body_too_large",
-                        ),
-                    )
-                    return
-                await self.app(scope, _replay(body), send_wrapper)
-            else:
+            if self.key is not None and path not in self.public and not self._authorized(headers):
+                await self._reject(
+                    send_wrapper,
+                    401,
+                    "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                    "invalid_api_key",
+                    {"www-authenticate": "Bearer"},
+                )
+                return
+            if scope.get("method") not in ("POST", "PUT", "PATCH"):
                 await self.app(scope, receive, send_wrapper)
+                return
+            declared = _content_length(headers)
+            if declared is not None and declared > self.limits.max_body_bytes:
+                await self._reject(
+                    send_wrapper,
+                    413,
+                    f"request body of {declared} bytes is over the limit of "
+                    f"{self.limits.max_body_bytes}; send a smaller image",
+                    "body_too_large",
+                    close=declared > 4 * self.limits.max_body_bytes,
+                )
+                return
+            ticket = self.s.admission.try_enter()
+            if ticket is None:
+                a = self.s.admission
+                await self._reject(
+                    send_wrapper,
+                    503,
+                    f"busy: {a.admitted} requests admitted ({a.active} in the model, "
+                    f"{a.abandoned} of them timed out); retry later",
+                    "overloaded",
+                    {"retry-after": str(self.limits.retry_after_s)},
+                )
+                return
+            scope["state"]["ticket"] = ticket
+            scope["state"]["deadline"] = time.monotonic() + self.limits.request_timeout_s
+            want = declared if declared is not None else self.limits.max_body_bytes
+            try:
+                await self.s.body_budget.acquire(want, self.limits.request_timeout_s)
+            except BudgetTimeout:
+                await self._reject(
+                    send_wrapper,
+                    503,
+                    "busy: request bodies in memory are at their limit; retry later",
+                    "overloaded",
+                    {"retry-after": str(self.limits.retry_after_s)},
+                )
+                return
+            reserved = want
+            try:
+                async with asyncio.timeout(self.limits.body_timeout_s):
+                    body, too_large = await self._read_body(receive)
+            except TimeoutError:
+                await self._reject(
+                    send_wrapper,
+                    408,
+                    f"request body not received within {self.limits.body_timeout_s:g} s",
+                    "body_timeout",
+                    close=True,
+                )
+                return
+            if too_large:
+                await self._reject(
+                    send_wrapper,
+                    413,
+                    f"request body over {self.limits.max_body_bytes} bytes; send a smaller image",
+                    "body_too_large",
+                    close=True,
+                )
+                return
+            if reserved > len(body):  # give back what a chunked upload did not use
+                self.s.body_budget.release(reserved - len(body))
+                reserved = len(body)
+            await self.app(scope, _replay(body), send_wrapper)
         finally:
+            if reserved:
+                self.s.body_budget.release(reserved)
+            if ticket is not None:
+                ticket.drop()
             code = status["code"]
-            self.metrics.requests.labels(endpoint, str(code)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+            m = self.s.metrics
+            m.requests.labels(endpoint, str(code)).inc()
+            m.latency.labels(endpoint).observe(time.perf_counter() - t0)
             if code >= 400:
-                self.metrics.errors.labels(endpoint, _error_kind(code)).inc()
+                m.errors.labels(endpoint, _error_kind(code)).inc()
+            request_id_var.reset(token)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, bool]:
-        declared = None
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
-        too_large = declared is not None and declared > self.max_body
-        if too_large and declared > 8 * self.max_body:
-            return b"", True  # not worth draining; the connection is closed after the answer
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        assert self.key is not None
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
+
+    async def _reject(
+        self,
+        send: Send,
+        status: int,
+        message: str,
+        code: str,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        log.info("request %s: %d %s: %s", request_id_var.get(), status, code, message)
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        data = json_bytes(error_body(message, code, kind))
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+        ]
+        if close:  # the rest of the body is not worth draining
+            raw.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
         size = 0
-        drain_cap = 8 * self.max_body
+        limit = self.limits.max_body_bytes
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                too_large = True
-            if not too_large:
-                chunks.append(chunk)
-            if not message.get("more_body", False) or size > drain_cap:
+            if size > limit:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body", False):
                 break
-        return b"".join(chunks), too_large
+        return b"".join(chunks), False
+
+
+def _content_length(headers: dict[bytes, bytes]) -> int | None:
+    value = headers.get(b"content-length")
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if n >= 0 else None
 
 
 def _replay(body: bytes) -> Receive:
@@ -167,202 +325,259 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body, ensure_ascii=False).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                (b"connection", b"close"),
-            ],
+# ---------------------------------------------------------------- the service
+
+
+class Service:
+    """The ASGI app `create_app` returns, with its parts for servers and tests."""
+
+    def __init__(self, extractor: Extractor, config: ServeConfig) -> None:
+        self.extractor = extractor
+        self.config = config
+        limits = config.limits
+        self.api_key = config.auth.resolve()
+        self.metrics = Metrics()
+        self.admission = Admission(limits.max_concurrency, limits.max_queue, self._gauges)
+        self.body_budget = Budget(limits.max_buffered_body_bytes, "request body bytes")
+        self.pixel_budget = Budget(limits.max_decode_pixels, "decode pixels")
+        self.guard = ConnectionGuard(limits.header_timeout_s, limits.max_connections_per_client)
+        self.cpu = ThreadPoolExecutor(limits.cpu_threads, thread_name_prefix="kie-cpu")
+        self.started = time.time()
+        install_redaction([self.api_key, _upstream_key(config)])
+        self.fastapi = _build_fastapi(self)
+        self.app = Guard(self.fastapi, self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    def _gauges(self) -> None:
+        a = self.admission
+        self.metrics.in_flight.set(a.active)
+        self.metrics.queued.set(a.waiting)
+        self.metrics.admitted.set(a.admitted)
+        self.metrics.abandoned.set(a.abandoned)
+
+    async def cpu_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the service's CPU threads (decode, JSON, parsing)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.cpu, functools.partial(fn, *args))
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            **self.extractor.info(),
+            **self.admission.snapshot(),
+            "body_bytes_buffered": self.body_budget.used,
+            "max_buffered_body_bytes": self.body_budget.total,
+            "decode_pixels_in_use": self.pixel_budget.used,
+            "max_decode_pixels": self.pixel_budget.total,
+            "connections": self.guard.snapshot(),
+            "threads": threading.active_count(),
+            "uptime_s": round(time.time() - self.started, 1),
         }
-    )
-    await send({"type": "http.response.body", "body": data})
 
 
-def _error_kind(status: int) -> str:
-    return {
-        400: "bad_request",
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        413: "too_large",
-        415: "unsupported_media_type",
-        422: "invalid_request",
-        503: "busy",
-        504: "timeout",
-        502: "backend",
-    }.get(status, "client_error" if status < 500 else "internal")
+def _upstream_key(config: ServeConfig) -> str | None:
+    endpoint = getattr(config.backend, "endpoint", None)
+    if endpoint is None:
+        return None
+    return resolve_secret(endpoint.api_key, endpoint.api_key_env)
 
 
-# ---------------------------------------------------------------- admission
-
-
-class Admission:
-    """At most `max_active` extractions at once and `max_queue` waiting; beyond: 503."""
-
-    def __init__(self, max_active: int, max_queue: int, metrics: Metrics) -> None:
-        self.max_active = max_active
-        self.max_queue = max_queue
-        self.active = 0
-        self.waiting = 0
-        self._sem = asyncio.Semaphore(max_active)
-        self.metrics = metrics
-
-    def full(self) -> bool:
-        return self.active + self.waiting >= self.max_active + self.max_queue
-
-    async def run(self, work: Callable[[], Awaitable[Extraction]]) -> Extraction:
-        self.waiting += 1
-        self.metrics.queued.set(self.waiting)
-        try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
-            self.metrics.queued.set(self.waiting)
-        self.active += 1
-        self.metrics.in_flight.set(self.active)
-        try:
-            return await work()
-        finally:
-            self.active -= 1
-            self.metrics.in_flight.set(self.active)
-            self._sem.release()
-
-
-# ---------------------------------------------------------------- the app
-
-
-def create_app(extractor: Extractor, config: ServeConfig | None = None) -> ASGIApp:
+def create_app(extractor: Extractor, config: ServeConfig | None = None) -> Service:
     """The service around `extractor` (which it closes on shutdown)."""
-    config = config or ServeConfig()
+    return Service(extractor, config or ServeConfig())
+
+
+# ---------------------------------------------------------------- request handling
+
+
+def _parse_body(body: bytes, limits: ParseLimits) -> Any:
+    try:
+        return loads_bounded(body, limits)
+    except JsonLimitError as e:
+        raise ApiError(
+            413 if "characters" in str(e) else 400, f"body: {e}", "invalid_json"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ApiError(
+            400, f"body is not valid JSON ({e.msg} at char {e.pos})", "invalid_json"
+        ) from None
+
+
+def _build_fastapi(s: Service) -> FastAPI:
+    config = s.config
     limits = config.limits
-    metrics = Metrics()
-    admission = Admission(limits.max_concurrency, limits.max_queue, metrics)
-    api_key = config.auth.resolve()
-    started = time.time()
+    extractor = s.extractor
+    metrics = s.metrics
+    json_limits = ParseLimits(
+        max_chars=limits.max_body_bytes, max_depth=limits.max_json_depth, max_number_chars=32
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
         yield
         await extractor.aclose()
         extractor.close()
+        s.cpu.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="Invoice KIE (PaddleOCR-VL)",
         version="1",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs",  # behind the bearer token when one is set (Guard)
         redoc_url=None,
     )
 
-    # ------------------------------------------------ errors → one JSON shape
+    # ------------------------------------------------ errors → one JSON shape, one log line
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
-        return JSONResponse(
-            error_body(exc.message, exc.code, kind), status_code=exc.status, headers=exc.headers
+    def answer_error(
+        status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        log.info("request %s: %d %s: %s", request_id_var.get(), status, code, message[:300])
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        return Response(
+            json_bytes(error_body(message, code, kind)),
+            status_code=status,
+            headers=headers,
+            media_type="application/json",
         )
 
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return answer_error(exc.status, exc.message, exc.code, exc.headers)
+
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc.errors())[:500], "invalid_request"), 422)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        return answer_error(422, str(exc.errors())[:500], "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body(str(exc.detail), f"http_{exc.status_code}"),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return answer_error(
+            exc.status_code,
+            str(exc.detail),
+            f"http_{exc.status_code}",
+            getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(
-            error_body(f"internal error ({type(exc).__name__})", "internal", "server_error"), 500
+    async def _internal(_: Request, exc: Exception) -> Response:
+        log.error(
+            "request %s: 500 internal: %s: %s",
+            request_id_var.get(),
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
         )
+        return answer_error(500, f"internal error ({type(exc).__name__})", "internal")
 
     # ------------------------------------------------ helpers
 
-    def check_auth(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), api_key):
-            raise ApiError(
-                401,
-                "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                "invalid_api_key",
-                {"WWW-Authenticate": "Bearer"},
-            )
+    def deadline_left(request: Request) -> float:
+        return max(0.0, request.scope["state"]["deadline"] - time.monotonic())
 
-    async def image_bytes(value: Any) -> bytes:
-        if isinstance(value, UploadFile):
-            return await value.read()
-        if not isinstance(value, str) or not value.strip():
-            raise ApiError(
-                400, "image: expected base64 text, a data: URL or a file part", "invalid_image"
-            )
-        s = value.strip()
-        if ":" in s[:16]:  # base64 has no colon: a data:, file: or http(s): URL
-            return await fetch_image_url(s, config.urls, limits.max_body_bytes)
-        return decode_base64(s)
-
-    def query_of(fields: Any, request: Any, prompt: Any) -> Query:
-        given = [x for x in (fields, request, prompt) if x not in (None, "", [])]
+    def query_of(fields: Any, req: Any, prompt: Any) -> Query:
+        given = [x for x in (fields, req, prompt) if x not in (None, "", [])]
         if len(given) > 1:
             raise ApiError(
                 400, "give at most one of 'fields', 'request', 'prompt'", "invalid_query"
             )
         if fields not in (None, "", []):
             if isinstance(fields, str):
+                check_text(fields, "fields", limits.max_prompt_chars)
                 parsed = query_from_text(fields)
-                if isinstance(parsed, (str, dict)):
+                if isinstance(parsed, str | dict):
                     raise ApiError(400, "'fields' is a list of key names", "invalid_query")
-                return parsed
-            if isinstance(fields, list) and all(isinstance(k, str) for k in fields):
-                return fields
-            raise ApiError(400, "'fields' must be a list of key names", "invalid_query")
-        if request not in (None, "", []):
-            if isinstance(request, str):
+                fields = parsed
+            if not (isinstance(fields, list) and all(isinstance(k, str) for k in fields)):
+                raise ApiError(400, "'fields' must be a list of key names", "invalid_query")
+            check_structure(fields, "fields", limits)
+            return fields
+        if req not in (None, "", []):
+            if isinstance(req, str):
+                check_text(req, "request", limits.max_prompt_chars)
                 try:
-                    request = json.loads(request)
-                except json.JSONDecodeError:
-                    raise ApiError(400, "'request' is not valid JSON", "invalid_query") from None
-            if not isinstance(request, dict):
+                    req = loads_bounded(req, json_limits)
+                except (json.JSONDecodeError, JsonLimitError) as e:
+                    raise ApiError(
+                        400, f"'request' is not valid JSON ({e})", "invalid_query"
+                    ) from None
+            if not isinstance(req, dict):
                 raise ApiError(400, "'request' must be a JSON object", "invalid_query")
-            return request
+            check_structure(req, "request", limits)
+            return req
         if prompt not in (None, ""):
             if not isinstance(prompt, str):
                 raise ApiError(400, "'prompt' must be a string", "invalid_query")
-            return prompt
+            return check_text(prompt, "prompt", limits.max_prompt_chars)
         return None
 
-    async def run_extraction(data: bytes, query: Query) -> Extraction:
-        if not data:
-            raise ApiError(400, "image: empty", "invalid_image")
+    def resolve_prompt(query: Query) -> str:
+        """The prompt text, within the character and token limits (runs in a CPU thread)."""
         try:
-            extractor.prompt_for(query)
+            prompt, _ = extractor.prompt_for(query)
         except QueryError as e:
             raise ApiError(400, str(e), "invalid_query") from None
-        if admission.full():
+        if len(prompt) > limits.max_prompt_chars:
             raise ApiError(
-                503,
-                f"busy: {admission.active} running, {admission.waiting} waiting; retry later",
-                "overloaded",
-                {"Retry-After": str(limits.retry_after_s)},
+                413,
+                f"prompt of {len(prompt)} characters is over the limit of {limits.max_prompt_chars} "
+                "(limits.max_prompt_chars); ask for fewer keys",
+                "prompt_too_long",
             )
+        n = _count_tokens(extractor, prompt)
+        if n is not None and n > limits.max_prompt_tokens:
+            raise ApiError(
+                413,
+                f"prompt of {n} tokens is over the limit of {limits.max_prompt_tokens} "
+                "(limits.max_prompt_tokens); ask for fewer keys",
+                "prompt_too_long",
+            )
+        return prompt
+
+    async def image_bytes(value: Any) -> bytes:
+        if isinstance(value, UploadFile):
+            data = await value.read()
+        elif isinstance(value, str) and value:
+            if ":" in value[:16]:  # base64 has no colon: a data:, file: or http(s): URL
+                data = await fetch_image_url(value, config.urls, limits.max_body_bytes)
+            elif len(value) > 256 * 1024:
+                data = await s.cpu_call(decode_base64, value)
+            else:
+                data = decode_base64(value)
+        else:
+            raise ApiError(
+                400, "image: expected base64 text, a data: URL or a file part", "invalid_image"
+            )
+        if not data:
+            raise ApiError(400, "image: empty", "invalid_image")
+        return data
+
+    def open_checked(data: bytes) -> OpenedImage:
+        return open_image(data, extractor.image_options)
+
+    async def run_extraction(request: Request, data: bytes, prompt: str) -> Extraction:
+        ticket: Ticket = request.scope["state"]["ticket"]
+        options = extractor.image_options
         try:
-            result = await asyncio.wait_for(
-                admission.run(lambda: extractor.aextract(data, query)),
-                timeout=limits.request_timeout_s,
+            opened = await s.cpu_call(open_checked, data)
+            try:
+                await s.pixel_budget.acquire(opened.cost_pixels, deadline_left(request))
+            except BudgetTimeout:
+                raise ApiError(
+                    503,
+                    "busy: images being decoded are at the pixel limit; retry later",
+                    "overloaded",
+                    {"Retry-After": str(limits.retry_after_s)},
+                ) from None
+            try:
+                prepared = await s.cpu_call(prepare_opened, opened, options)
+            finally:
+                s.pixel_budget.release(opened.cost_pixels)
+                opened.close()
+            del data
+            result = await s.admission.run_model(
+                ticket, lambda: extractor.aextract(prepared, prompt), deadline_left(request)
             )
         except TimeoutError:
             raise ApiError(
@@ -372,6 +587,8 @@ def create_app(extractor: Extractor, config: ServeConfig | None = None) -> ASGIA
             raise ApiError(413, str(e), "image_too_large") from None
         except ImageError as e:
             raise ApiError(400, str(e), "invalid_image") from None
+        except QueryError as e:
+            raise ApiError(400, str(e), "invalid_query") from None
         except BackendUnavailable as e:
             raise ApiError(503, f"backend unavailable: {e}", "backend_unavailable") from None
         except BackendError as e:
@@ -380,111 +597,114 @@ def create_app(extractor: Extractor, config: ServeConfig | None = None) -> ASGIA
         metrics.parse.labels(result.parse.method, str(result.parse.truncated).lower()).inc()
         return result
 
+    async def respond(obj: dict[str, Any], big: bool) -> Response:
+        data = await s.cpu_call(json_bytes, obj) if big else json_bytes(obj)
+        return Response(data, media_type="application/json")
+
     # ------------------------------------------------ endpoints
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            **extractor.info(),
-            "in_flight": admission.active,
-            "queued": admission.waiting,
-            "max_concurrency": admission.max_active,
-            "max_queue": admission.max_queue,
-            "uptime_s": round(time.time() - started, 1),
-        }
+    async def health() -> Response:
+        return Response(json_bytes(s.health()), media_type="application/json")
 
     @app.get("/metrics")
-    async def prometheus(request: Request) -> Response:
-        if config.auth.protect_metrics:
-            check_auth(request)
+    async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.post("/v1/extract")
-    async def extract(request: Request) -> dict[str, Any]:
-        check_auth(request)
+    async def extract(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if ctype == "application/json":
-                try:
-                    payload = json.loads(await request.body())
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise ApiError(400, "body is not valid JSON", "invalid_json") from None
+                payload = await s.cpu_call(_parse_body, await request.body(), json_limits)
                 if not isinstance(payload, dict):
                     raise ApiError(400, "body must be a JSON object", "invalid_json")
-                unknown = sorted(set(payload) - {"image", "fields", "request", "prompt"})
+                unknown = sorted(set(payload) - EXTRACT_KEYS)
                 if unknown:
-                    raise ApiError(400, f"unknown key(s) {unknown}", "invalid_request")
+                    shown = [check_text(str(k), "key", limits.max_key_chars) for k in unknown[:5]]
+                    raise ApiError(
+                        400,
+                        f"unknown key(s) {shown}; known: {sorted(EXTRACT_KEYS)}",
+                        "invalid_request",
+                    )
                 image_value = payload.get("image")
                 fields, req, prompt = (payload.get(k) for k in ("fields", "request", "prompt"))
             elif ctype == "multipart/form-data":
-                form = await request.form(max_files=1, max_fields=8)
+                form = await request.form(
+                    max_files=1, max_fields=8, max_part_size=max(4096, 4 * limits.max_prompt_chars)
+                )
                 image_value = form.get("image")
                 fields, req, prompt = (form.get(k) for k in ("fields", "request", "prompt"))
             else:
                 raise ApiError(
-                    415,
-                    "send application/json or multipart/form-data",
-                    "unsupported_media_type",
+                    415, "send application/json or multipart/form-data", "unsupported_media_type"
                 )
             if image_value is None:
                 raise ApiError(400, "missing 'image'", "invalid_image")
             query = query_of(fields, req, prompt)
+            prompt_text = await s.cpu_call(resolve_prompt, query)
             data = await image_bytes(image_value)
+            del image_value  # the base64 text: only the bytes are needed from here
         except InputRejected as e:
             raise ApiError(e.status, str(e), e.code) from None
         except QueryError as e:
             raise ApiError(400, str(e), "invalid_query") from None
-        result = await run_extraction(data, query)
-        return {"id": f"kie-{uuid.uuid4().hex[:16]}", **result.to_dict()}
+        result = await run_extraction(request, data, prompt_text)
+        body = {"id": f"kie-{uuid.uuid4().hex[:16]}", **result.to_dict()}
+        return await respond(body, len(result.raw_output) > _RENDER_INLINE_BYTES)
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict[str, Any]:
-        check_auth(request)
-        try:
-            payload = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "body is not valid JSON", "invalid_json") from None
+    async def chat(request: Request) -> Response:
+        payload = await s.cpu_call(_parse_body, await request.body(), json_limits)
         if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
             raise ApiError(400, "'messages' must be a list", "invalid_request")
         if payload.get("stream"):
             raise ApiError(400, "streaming is not supported; send stream: false", "unsupported")
-        users = [m for m in payload["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        messages = payload["messages"]
+        if len(messages) > 64:
+            raise ApiError(413, f"{len(messages)} messages; at most 64", "too_many_messages")
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         if not users:
             raise ApiError(400, "no user message", "invalid_request")
         content = users[-1].get("content")
         parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        if len(parts) > 32:
+            raise ApiError(413, f"{len(parts)} content parts; at most 32", "too_many_parts")
         texts, urls = [], []
-        for p in parts:
-            if not isinstance(p, dict):
-                raise ApiError(400, "content parts must be objects", "invalid_request")
-            if p.get("type") == "text" and isinstance(p.get("text"), str):
-                texts.append(p["text"])
-            elif p.get("type") == "image_url":
-                url = p.get("image_url")
-                url = url.get("url") if isinstance(url, dict) else url
-                if not isinstance(url, str):
-                    raise ApiError(400, "image_url.url must be a string", "invalid_image")
-                urls.append(url)
-        if len(urls) != 1:
-            raise ApiError(
-                400, f"expected exactly one image_url part, got {len(urls)}", "invalid_image"
-            )
-        prompt = "".join(texts).strip()
-        if not prompt:
-            raise ApiError(400, "no prompt text in the user message", "invalid_query")
         try:
+            for p in parts:
+                if not isinstance(p, dict):
+                    raise ApiError(400, "content parts must be objects", "invalid_request")
+                if p.get("type") == "text" and isinstance(p.get("text"), str):
+                    texts.append(check_text(p["text"], "text", limits.max_prompt_chars))
+                elif p.get("type") == "image_url":
+                    url = p.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    if not isinstance(url, str):
+                        raise ApiError(400, "image_url.url must be a string", "invalid_image")
+                    urls.append(url)
+            if len(urls) != 1:
+                raise ApiError(
+                    400, f"expected exactly one image_url part, got {len(urls)}", "invalid_image"
+                )
+            prompt = check_text("".join(texts).strip(), "prompt", limits.max_prompt_chars)
+            if not prompt:
+                raise ApiError(400, "no prompt text in the user message", "invalid_query")
+            model = payload.get("model")
+            model = check_text(model, "model", 256) if isinstance(model, str) else None
+            prompt_text = await s.cpu_call(resolve_prompt, prompt)
             data = await fetch_image_url(urls[0], config.urls, limits.max_body_bytes)
+            del payload, messages, users, content, parts, urls
         except InputRejected as e:
             raise ApiError(e.status, str(e), e.code) from None
-        result = await run_extraction(data, prompt)
+        result = await run_extraction(request, data, prompt_text)
         completion = result.usage.get("completion_tokens") or 0
         prompt_tokens = result.usage.get("prompt_tokens") or 0
-        return {
+        body = {
             "id": f"chatcmpl-kie-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": payload.get("model") or result.model,
+            "model": model or result.model,
             "choices": [
                 {
                     "index": 0,
@@ -503,7 +723,20 @@ def create_app(extractor: Extractor, config: ServeConfig | None = None) -> ASGIA
                 "latency_s": round(result.latency_s, 4),
             },
         }
+        return await respond(body, len(result.raw_output) > _RENDER_INLINE_BYTES)
 
-    app.state.metrics = metrics
-    app.state.admission = admission
-    return ObserveAndLimit(app, metrics, limits.max_body_bytes)
+    # (the web UI, when present, is mounted here: inference.serving.ui)
+    return app
+
+
+def _count_tokens(extractor: Extractor, text: str) -> int | None:
+    """Prompt tokens with the backend's tokenizer, when it has one (local models)."""
+    count = getattr(extractor.backend, "count_tokens", None) or getattr(
+        extractor.backend, "_count_tokens", None
+    )
+    if count is None:
+        return None
+    try:
+        return count(text)
+    except Exception:  # counting is best effort; the character limit still holds
+        return None

@@ -45,8 +45,18 @@ class Metrics:
         self.parse = Counter(
             "kie_parse", "Parse outcome of model outputs", ["method", "truncated"], registry=r
         )
-        self.in_flight = Gauge("kie_in_flight", "Extractions running", registry=r)
+        self.in_flight = Gauge(
+            "kie_in_flight", "Model calls running (timed-out ones included)", registry=r
+        )
         self.queued = Gauge("kie_queued", "Requests waiting for an extraction slot", registry=r)
+        self.admitted = Gauge(
+            "kie_admitted", "Requests inside the service (body reading included)", registry=r
+        )
+        self.abandoned = Gauge(
+            "kie_abandoned",
+            "Model calls still running whose request was answered 504 (they keep their slot)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,6 +23,7 @@ from inference.extractor import Extractor
 from inference.imaging import ImageOptions
 from inference.serving.app import create_app
 from inference.serving.config import ConfigError, ServeConfig
+from inference.serving.connections import uvicorn_config
 from inference.serving.loadgen import plan_requests, png_bomb, run_load
 
 
@@ -39,8 +40,8 @@ class ServerThread:
         import uvicorn
 
         self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **kwargs
+        config = uvicorn_config(
+            app, "127.0.0.1", self.port, log_level="warning", lifespan="on", **kwargs
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -307,7 +308,7 @@ def test_serve_config_file(tmp_path: Path) -> None:
         ServeConfig.load(REPO / "configs" / "serve" / name)
     bad = tmp_path / "bad.yaml"
     bad.write_text("limits:\n  max_body: 10\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"bad.yaml: limits: unknown key"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: limits.max_body: unknown key"):
         ServeConfig.load(bad)
 
 

@@ -1,0 +1,61 @@
+"""What the service logs: one line per failed request, secrets never.
+
+`RedactingFilter` rewrites every record of the service's and uvicorn's loggers before it
+is formatted out: the configured secret values (the bearer key, the upstream key) become
+``***``, as do ``user:pw@`` in URLs (`data_tools.config.redact_url`) and the value of an
+``Authorization`` / ``api_key`` mention.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from data_tools.config import redact_url
+
+_AUTH = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)([^\s\"',}]+)")
+_KEYS = re.compile(r"(?i)((?:api[_-]?key|token|password)[\"']?\s*[:=]\s*[\"']?)([^\s\"',}]+)")
+
+LOGGERS = ("inference.serve", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    text = _AUTH.sub(r"\1***", text)
+    text = _KEYS.sub(r"\1***", text)
+    return redact_url(text)
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact_text(message, self.secrets)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text, self.secrets)
+        return True
+
+
+def install_redaction(secrets: Iterable[str | None]) -> RedactingFilter:
+    """Attach one filter to the service's and uvicorn's loggers (and their handlers)."""
+    f = RedactingFilter(secrets)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(x, RedactingFilter) for x in logger.filters):
+            logger.addFilter(f)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(x, RedactingFilter) for x in handler.filters):
+            handler.addFilter(f)
+    return f
