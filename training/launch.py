@@ -1,9 +1,11 @@
 """Turn a resolved recipe into the tool's config file and command, and run it.
 
-Routes:
+Routes (each a trainer in training/trainers/, which builds its own command):
   erniekit        `erniekit train CFG` (ERNIEKit's launcher wraps paddle.distributed.launch)
   paddleformers   gpu: `paddleformers-cli train CFG`; cpu: PaddleFormers' cli/launcher.py
                   run in this Python (`python -m training.pf_compat train CFG`)
+  transformers    `python -m training.torch_sft CFG` (torchrun for several GPUs)
+The tool's executable is looked up beside the Python running training (TRAIN_PY), then on PATH.
 
 Files of a run (`run_dir` = the recipe's run_dir variable):
   run_dir/launch/<launcher>_config.yaml   the exact config the tool reads
@@ -58,7 +60,7 @@ def tool_config(
     recipe: Recipe, *, max_steps: int | None = None, resume_from: Path | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The recipe's config plus overrides, with max_steps=auto and --resume resolved."""
-    config = copy.deepcopy(recipe.config)
+    config = copy.deepcopy(recipe.trainer.tool_config(recipe))
     notes = []
     if config.get("max_steps") == "auto":
         if max_steps is not None:
@@ -80,15 +82,7 @@ def plan_launch(
     config, notes = tool_config(recipe, max_steps=max_steps, resume_from=resume_from)
     run_dir = recipe.run_dir
     config_path = run_dir / "launch" / f"{recipe.launcher}_config.yaml"
-    if recipe.launcher == "erniekit":
-        command = ["erniekit", "train", str(config_path)]
-        env = {"CUDA_VISIBLE_DEVICES": recipe.gpus, "MASTER_PORT": str(recipe.master_port)}
-    elif recipe.device == "gpu":
-        command = ["paddleformers-cli", "train", str(config_path)]
-        env = {"CUDA_VISIBLE_DEVICES": recipe.gpus, "MASTER_PORT": str(recipe.master_port)}
-    else:
-        command = [python, "-m", "training.pf_compat", "train", str(config_path)]
-        env = {"CUDA_VISIBLE_DEVICES": ""}
+    command, env = recipe.trainer.command(recipe, config_path, python)
     return LaunchPlan(
         tool_config=config,
         config_path=config_path,

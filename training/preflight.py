@@ -2,29 +2,43 @@
 
 `run_preflight(recipe)` returns findings (ok / info / warning / error) and the
 `max_steps` the data implies. Nothing here changes files or starts training.
+
+The checks shared by every trainer live here (data contract, model dir, GPUs, disk,
+port, output dir, steps); each trainer adds its own (`Trainer.preflight`: its
+executable beside TRAIN_PY, eval settings, CPU settings). `max_steps` is computed
+from the real token count of every sample: visual tokens of its image after
+PaddleOCR-VL's `smart_resize` (the model's own pixel bounds), plus prompt and answer
+tokens (the model's tokenizer), packed greedily up to `max_seq_len` as the trainer's
+packer does.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
 import re
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_tools.paddleocr_vl import EOS, MAX_PIXELS, MIN_PIXELS, prompt_text, visual_tokens
 from data_tools.sft import (  # noqa: F401  (re-exported: the SFT checks live in data_tools.sft)
+    SftExample,
     check_dataset_file,
     check_erniekit_record,
     check_paddleformers_record,
+    detect_format,
+    read_sft,
 )
 from training.recipe import Recipe
+from training.trainers import Finding, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +48,11 @@ MIN_BF16_CAPABILITY = 8.0  # Ampere (A100/A800) and newer
 
 
 @dataclass
-class Finding:
-    level: str
-    check: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return f"[{self.level.upper():7}] {self.check}: {self.message}"
-
-
-@dataclass
 class PreflightResult:
     findings: list[Finding]
     samples: int | None = None
     max_steps: int | None = None  # computed from the data
+    packs: PackStats | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -70,13 +72,33 @@ def _listed(problems: list[str]) -> str:
     return f"\n    {head}{more}"
 
 
-def check_data(r: Recipe) -> tuple[list[Finding], int | None]:
+def file_format(path: Path, formats: tuple[str, ...]) -> str:
+    """The SFT format of a file (its first record's), when the trainer reads several."""
+    if len(formats) == 1:
+        return formats[0]
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    fmt = detect_format(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+                return fmt if fmt in formats else formats[0]
+    return formats[0]
+
+
+def check_data(
+    r: Recipe, examples: list[SftExample] | None = None
+) -> tuple[list[Finding], int | None]:
+    """Every train file follows the trainer's SFT contract; fills `examples` when all do."""
     findings = []
     files = r.train_files()
+    formats = r.trainer.data_formats
     if not files:
         return [Finding("error", "dataset", "config.train_dataset_path is not set")], None
     total = 0
     missing = False
+    good: list[Path] = []
     for path in files:
         if not path.is_file():
             findings.append(
@@ -84,12 +106,12 @@ def check_data(r: Recipe) -> tuple[list[Finding], int | None]:
                     "error",
                     "dataset",
                     f"{path} not found; build it with python -m data_tools.build_dataset "
-                    f"--format {r.launcher} (or override the recipe variable that points at it)",
+                    f"--format {formats[0]} (or override the recipe variable that points at it)",
                 )
             )
             missing = True
             continue
-        n, problems = check_dataset_file(path, r.launcher)
+        n, problems = check_dataset_file(path, file_format(path, formats))
         total += n
         if problems:
             findings.append(
@@ -100,33 +122,31 @@ def check_data(r: Recipe) -> tuple[list[Finding], int | None]:
         elif n == 0:
             findings.append(Finding("error", "dataset", f"{path} has no records"))
         else:
+            good.append(path)
             findings.append(
                 Finding("ok", "dataset", f"{path}: {n} records follow the SFT contract")
             )
-    if r.launcher == "erniekit" and (r.config.get("eval_dataset_path") or r.config.get("do_eval")):
-        findings.append(
-            Finding(
-                "warning",
-                "dataset",
-                "ERNIEKit's OCR-VL-SFT workflow ignores eval_dataset_path/do_eval; score the "
-                "exported model with make eval instead",
-            )
-        )
-    elif r.launcher == "paddleformers" and r.config.get("do_eval"):
-        for path in r.eval_files() or [Path("<eval_dataset_path unset>")]:
-            if not path.is_file():
-                findings.append(Finding("error", "dataset", f"do_eval is on but {path} is missing"))
-            else:
-                _, problems = check_dataset_file(path, r.launcher)
-                if problems:
-                    findings.append(
-                        Finding(
-                            "error",
-                            "dataset",
-                            f"{len(problems)} problem(s) in {path}:{_listed(problems)}",
-                        )
-                    )
+    if examples is not None and len(good) == len(files):
+        for path in good:
+            examples.extend(ex for _, ex in read_sft(path))
     return findings, (None if missing else total)
+
+
+def check_eval_files(r: Recipe, trainer: Trainer) -> list[Finding]:
+    """do_eval is on: the eval files exist and follow the trainer's SFT contract."""
+    findings = []
+    for path in r.eval_files() or [Path("<eval_dataset_path unset>")]:
+        if not path.is_file():
+            findings.append(Finding("error", "dataset", f"do_eval is on but {path} is missing"))
+            continue
+        _, problems = check_dataset_file(path, file_format(path, trainer.data_formats))
+        if problems:
+            findings.append(
+                Finding(
+                    "error", "dataset", f"{len(problems)} problem(s) in {path}:{_listed(problems)}"
+                )
+            )
+    return findings
 
 
 # ---------------------------------------------------------------- model
@@ -239,27 +259,7 @@ def wants_bf16(config: dict[str, Any]) -> bool:
 def check_device(r: Recipe, gpus: list[dict[str, Any]] | None = None) -> list[Finding]:
     c = r.config
     if r.device == "cpu":
-        findings = []
-        if str(c.get("device", "")).lower() != "cpu":
-            findings.append(Finding("error", "device", "CPU route: set config.device: cpu"))
-        if wants_bf16(c) or c.get("fp16"):
-            findings.append(
-                Finding(
-                    "error",
-                    "device",
-                    "CPU route: set compute_type: float32 (PaddleFormers turns bf16 on unless "
-                    "compute_type says otherwise; bf16: false alone is overridden)",
-                )
-            )
-        if c.get("_attn_implementation", "eager") != "eager":
-            findings.append(
-                Finding("error", "device", "CPU route: set _attn_implementation: eager")
-            )
-        if not findings:
-            findings.append(
-                Finding("ok", "device", "CPU route (PaddleFormers launcher run in-process)")
-            )
-        return findings
+        return []  # the trainer checks its own CPU settings
 
     gpus = gpu_inventory() if gpus is None else gpus
     if not gpus:
@@ -268,7 +268,7 @@ def check_device(r: Recipe, gpus: list[dict[str, Any]] | None = None) -> list[Fi
                 "error",
                 "device",
                 "no NVIDIA GPU found (nvidia-smi missing or lists none); this recipe needs a "
-                "GPU box: see make setup-train-gpu, or use configs/train/cpu_tiny.yaml",
+                f"GPU box: see {r.trainer.setup}, or use configs/train/cpu_tiny.yaml",
             )
         ]
     by_index = {g["index"]: g for g in gpus}
@@ -301,41 +301,6 @@ def check_device(r: Recipe, gpus: list[dict[str, Any]] | None = None) -> list[Fi
     if not findings:
         names = ", ".join(f"{by_index[i]['name']} (cc {by_index[i]['capability']})" for i in wanted)
         findings.append(Finding("ok", "device", f"{len(wanted)} GPU(s): {names}"))
-    return findings
-
-
-def check_tools(r: Recipe) -> list[Finding]:
-    c = r.config
-    findings = []
-    if r.device == "gpu":
-        exe = "erniekit" if r.launcher == "erniekit" else "paddleformers-cli"
-        if shutil.which(exe) is None:
-            findings.append(
-                Finding(
-                    "error",
-                    "tools",
-                    f"{exe} is not on PATH: run make setup-train-gpu and activate .venv-train-gpu",
-                )
-            )
-    report_to = c.get("report_to", [])
-    report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    if (
-        "tensorboard" in report_to
-        and r.device == "cpu"
-        and importlib.util.find_spec("tensorboard") is None
-    ):
-        # tensorboardX, or training.pf_compat's shim over tensorboard's event writer
-        findings.append(
-            Finding("error", "tools", "report_to: tensorboard needs tensorboard (or tensorboardX)")
-        )
-    if "tensorboard" not in report_to and r.launcher == "paddleformers":
-        findings.append(
-            Finding(
-                "warning",
-                "tools",
-                "report_to has no tensorboard: python -m training.summary reads TensorBoard logs",
-            )
-        )
     return findings
 
 
@@ -399,55 +364,252 @@ def check_disk(r: Recipe, max_steps: int | None) -> list[Finding]:
 # ---------------------------------------------------------------- steps
 
 
-def steps_per_update(r: Recipe) -> tuple[int, str]:
-    """Samples consumed per optimizer step, and the formula in words."""
-    c = r.config
-    g = r.n_devices
-    accum = int(c.get("gradient_accumulation_steps", 1) or 1)
-    if r.launcher == "erniekit":
-        batch = int(c.get("batch_size", 1) or 1)
-        packing = int(c.get("packing_size", 1) or 1) if c.get("packing") else 1
-        return g * batch * accum * packing, (
-            f"GPUs {g} x batch_size {batch} x gradient_accumulation_steps {accum} x packing_size {packing}"
-        )
-    batch = int(c.get("per_device_train_batch_size", 1) or 1)
-    return g * batch * accum, (
-        f"devices {g} x per_device_train_batch_size {batch} x gradient_accumulation_steps {accum}"
+@dataclass
+class PackStats:
+    """What the data costs in tokens, and how the trainer's packer groups it."""
+
+    samples: int
+    mean_tokens: float
+    max_tokens: int
+    tokens_source: str
+    max_seq_len: int | None  # None: the trainer does not pack
+    packing_size: int | None
+    packs: int  # == samples when not packing
+    overflow: int  # samples longer than max_seq_len
+
+    @property
+    def samples_per_pack(self) -> float:
+        return self.samples / self.packs if self.packs else 0.0
+
+
+class TokenCounter:
+    """Tokens of one SFT example as the model sees it: template, image, prompt, answer.
+
+    Visual tokens follow `smart_resize` with the model's own pixel bounds
+    (preprocessor_config.json); text tokens come from the model's tokenizer.json,
+    or, without one, an estimate (one token per non-ASCII character, one per three
+    ASCII characters), which is said in the findings.
+    """
+
+    def __init__(self, model_dir: Path) -> None:
+        pre = model_dir / "preprocessor_config.json"
+        cfg = json.loads(pre.read_text(encoding="utf-8")) if pre.is_file() else {}
+        self.pixels = {
+            "min_pixels": int(cfg.get("min_pixels", MIN_PIXELS)),
+            "max_pixels": int(cfg.get("max_pixels", MAX_PIXELS)),
+        }
+        if "patch_size" in cfg:
+            self.pixels["patch_size"] = int(cfg["patch_size"])
+        if "merge_size" in cfg:
+            self.pixels["merge_size"] = int(cfg["merge_size"])
+        self._tok = None
+        self.source = "estimated text tokens (no tokenizer.json in the model dir)"
+        tok_file = model_dir / "tokenizer.json"
+        if tok_file.is_file():
+            try:
+                from tokenizers import Tokenizer
+
+                self._tok = Tokenizer.from_file(str(tok_file))
+                self.source = f"text tokens from {tok_file}"
+            except Exception as e:  # a tokenizer the library cannot read: estimate
+                log.debug("cannot load %s: %s", tok_file, e)
+        self._sizes: dict[str, int] = {}
+
+    def text(self, texts: list[str]) -> list[int]:
+        if self._tok is not None:
+            return [len(e.ids) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        return [
+            sum(1 for ch in t if ord(ch) > 127)
+            + math.ceil(sum(1 for ch in t if ord(ch) <= 127) / 3)
+            for t in texts
+        ]
+
+    def image(self, path: str) -> int:
+        if path not in self._sizes:
+            from PIL import Image
+
+            with Image.open(path) as im:  # reads the header only
+                w, h = im.size
+            self._sizes[path] = visual_tokens(h, w, **self.pixels)
+        return self._sizes[path]
+
+    def count(self, examples: list[SftExample]) -> list[int]:
+        texts: list[str] = []
+        for ex in examples:
+            first, *rest = ex.turns
+            parts = [prompt_text(first[0], image_tokens=0), first[1] + EOS]
+            for prompt, answer in rest:
+                parts += [f"User: {prompt}\nAssistant: ", answer + EOS]
+            texts.append("".join(parts))
+        return [n + self.image(ex.image) for n, ex in zip(self.text(texts), examples, strict=True)]
+
+
+def greedy_packs(lengths: list[int], max_seq_len: int, packing_size: int) -> tuple[int, int]:
+    """(packs, samples over max_seq_len): samples in order, a pack closes when the next one
+    would overflow `max_seq_len` or it holds `packing_size` samples (ERNIEKit's packer)."""
+    packs = overflow = 0
+    used = n = 0
+    for length in lengths:
+        if length > max_seq_len:
+            overflow += 1
+        if n and (used + length > max_seq_len or n >= packing_size):
+            packs += 1
+            used = n = 0
+        used += length
+        n += 1
+    return packs + (1 if n else 0), overflow
+
+
+def pack_stats(r: Recipe, examples: list[SftExample]) -> PackStats:
+    counter = TokenCounter(r.model_dir)
+    lengths = counter.count(examples)
+    packing = r.trainer.packing(r)
+    seq = int(r.config.get("max_seq_len", 0) or 0) or None
+    if packing is None:
+        packs, size = len(lengths), None
+        overflow = sum(1 for n in lengths if seq and n > seq)
+    else:
+        seq, size = packing
+        packs, overflow = greedy_packs(lengths, seq, size)
+    return PackStats(
+        samples=len(lengths),
+        mean_tokens=statistics.fmean(lengths),
+        max_tokens=max(lengths),
+        tokens_source=counter.source,
+        max_seq_len=seq,
+        packing_size=size,
+        packs=packs,
+        overflow=overflow,
     )
 
 
-def check_steps(r: Recipe, samples: int | None) -> tuple[list[Finding], int | None]:
+def check_steps(
+    r: Recipe, samples: int | None, examples: list[SftExample] | None = None
+) -> tuple[list[Finding], int | None, PackStats | None]:
+    """max_steps from the data: samples x epochs / samples per step, packing measured."""
     configured = r.config.get("max_steps", -1)
     if samples is None:
         if configured == "auto":
-            return [
-                Finding("info", "max_steps", "max_steps=auto is computed once the dataset exists")
-            ], None
-        return [], None
+            return (
+                [
+                    Finding(
+                        "info", "max_steps", "max_steps=auto is computed once the dataset exists"
+                    )
+                ],
+                None,
+                None,
+            )
+        return [], None, None
+    findings: list[Finding] = []
+    stats = None
+    if examples:
+        try:
+            stats = pack_stats(r, examples)
+        except (OSError, ValueError) as e:  # an image that will not open: the data check says so
+            findings.append(Finding("warning", "tokens", f"token count skipped: {e}"))
+    if stats is not None:
+        findings.append(
+            Finding(
+                "info",
+                "tokens",
+                f"{stats.samples} samples, {stats.mean_tokens:.0f} tokens each on average "
+                f"(max {stats.max_tokens}; visual tokens after smart_resize, {stats.tokens_source})",
+            )
+        )
+        if stats.overflow:
+            findings.append(
+                Finding(
+                    "warning",
+                    "tokens",
+                    f"{stats.overflow} sample(s) are longer than max_seq_len {stats.max_seq_len}: "
+                    "they are truncated or dropped; raise max_seq_len or lower max_pixels",
+                )
+            )
+        if stats.packing_size is not None:
+            level = "warning" if stats.samples_per_pack < 0.9 * stats.packing_size else "ok"
+            advice = (
+                f": packing_size {stats.packing_size} samples do not fit; max_steps is computed "
+                "from the real packs"
+                if level == "warning"
+                else ""
+            )
+            findings.append(
+                Finding(
+                    level,
+                    "packing",
+                    f"greedy packing to {stats.max_seq_len} tokens: {stats.packs} packs, "
+                    f"{stats.samples_per_pack:.2f} samples per pack (packing_size "
+                    f"{stats.packing_size}){advice}",
+                )
+            )
     epochs = float(r.config.get("num_train_epochs", 1) or 1)
-    per_step, formula = steps_per_update(r)
-    computed = max(1, math.ceil(samples * epochs / per_step))
-    how = f"{samples} samples x {epochs:g} epochs / ({formula}) = {computed}"
+    plan = r.trainer.samples_per_step(r, stats.samples_per_pack if stats else None)
+    computed = max(1, math.ceil(samples * epochs / plan.samples_per_step))
+    per_epoch = max(1, math.ceil(samples / plan.samples_per_step))
+    how = f"{samples} samples x {epochs:g} epochs / ({plan.formula}) = {computed}"
+    if stats is not None:
+        tokens_per_step = stats.mean_tokens * plan.samples_per_step
+        findings.append(
+            Finding(
+                "info",
+                "steps",
+                f"{per_epoch} steps per epoch, about {tokens_per_step:,.0f} tokens per step",
+            )
+        )
+    warmup = r.config.get("warmup_steps")
+    if configured == "auto" and isinstance(warmup, int) and warmup > 0:
+        findings.append(
+            Finding(
+                "warning",
+                "warmup",
+                f"warmup_steps={warmup} stays fixed while max_steps is computed ({computed}, "
+                f"{warmup / computed:.1%} of the run): set warmup_ratio instead",
+            )
+        )
     if configured == "auto":
-        return [Finding("ok", "max_steps", f"max_steps=auto -> {computed} ({how})")], computed
+        return (
+            [
+                *findings,
+                Finding("ok", "max_steps", f"max_steps=auto -> {computed} ({how})"),
+            ],
+            computed,
+            stats,
+        )
     if configured is None or int(configured) <= 0:
-        return [
-            Finding("info", "max_steps", f"max_steps unset: the tool uses num_train_epochs ({how})")
-        ], computed
+        return (
+            [
+                *findings,
+                Finding(
+                    "info", "max_steps", f"max_steps unset: the tool uses num_train_epochs ({how})"
+                ),
+            ],
+            computed,
+            stats,
+        )
     configured = int(configured)
     ratio = configured / computed
     if 0.9 <= ratio <= 1.1:
-        return [
-            Finding("ok", "max_steps", f"max_steps={configured} matches the data ({how})")
-        ], computed
-    return [
-        Finding(
-            "warning",
-            "max_steps",
-            f"max_steps={configured} but the data gives {how}: the run covers {ratio * epochs:.2f} "
-            "epochs; pass max_steps=auto to use the computed value",
+        return (
+            [
+                *findings,
+                Finding("ok", "max_steps", f"max_steps={configured} matches the data ({how})"),
+            ],
+            computed,
+            stats,
         )
-    ], computed
+    return (
+        [
+            *findings,
+            Finding(
+                "warning",
+                "max_steps",
+                f"max_steps={configured} but the data gives {how}: the run covers {ratio * epochs:.2f} "
+                "epochs; pass max_steps=auto to use the computed value",
+            ),
+        ],
+        computed,
+        stats,
+    )
 
 
 # ---------------------------------------------------------------- output dir
@@ -483,12 +645,13 @@ def check_output(r: Recipe, resume: bool) -> list[Finding]:
                 "overwrite_output_dir=true to start over, or run_dir=<new dir>",
             )
         ]
-    if r.output_dir.is_dir() and any(r.output_dir.iterdir()) and r.launcher == "erniekit":
+    refused = r.trainer.output_refused(r)
+    if refused and r.output_dir.is_dir() and any(r.output_dir.iterdir()):
         return [
             Finding(
                 "error",
                 "output",
-                f"{r.output_dir} is not empty and has no checkpoint; ERNIEKit refuses it: "
+                f"{r.output_dir} is not empty and has no checkpoint; {refused}: "
                 "choose a new run_dir or empty it",
             )
         ]
@@ -499,19 +662,26 @@ def check_output(r: Recipe, resume: bool) -> list[Finding]:
 
 
 def run_preflight(
-    r: Recipe, *, resume: bool = False, gpus: list[dict[str, Any]] | None = None
+    r: Recipe,
+    *,
+    resume: bool = False,
+    gpus: list[dict[str, Any]] | None = None,
+    python: str | None = None,
 ) -> PreflightResult:
+    """All checks; `python` is the interpreter that runs the tool (default: this one)."""
+    python = python or sys.executable
     findings: list[Finding] = []
-    data, samples = check_data(r)
+    examples: list[SftExample] = []
+    data, samples = check_data(r, examples)
     findings += data
     findings += check_model(r)
     findings += check_device(r, gpus)
-    findings += check_tools(r)
-    steps, computed = check_steps(r, samples)
+    findings += r.trainer.preflight(r, python)
+    steps, computed, packs = check_steps(r, samples, examples if samples else None)
     findings += steps
     findings += check_disk(r, computed if r.config.get("max_steps") == "auto" else None)
     findings += check_port(r)
     findings += check_output(r, resume)
     for f in findings:
         log.debug("%s", f)
-    return PreflightResult(findings=findings, samples=samples, max_steps=computed)
+    return PreflightResult(findings=findings, samples=samples, max_steps=computed, packs=packs)

@@ -2,8 +2,8 @@
 
 A recipe (`configs/train/*.yaml`) has our header and the tool's config:
 
-    launcher: erniekit            # erniekit (`erniekit train`) | paddleformers
-    device: gpu                   # gpu | cpu (cpu: PaddleFormers only)
+    launcher: erniekit            # a trainer of training/trainers/: erniekit | paddleformers | transformers
+    device: gpu                   # gpu | cpu (cpu: paddleformers, transformers)
     gpus: "0"                     # CUDA_VISIBLE_DEVICES for the gpu route
     master_port: 8080             # paddle.distributed.launch's port (gpu route)
     variables:                    # paths; relative ones are made absolute (cwd)
@@ -19,14 +19,20 @@ A recipe (`configs/train/*.yaml`) has our header and the tool's config:
 
 `key=value` overrides set a variable when `key` names one, a header field when it
 names one (launcher, device, gpus, master_port), and a tool config key otherwise.
-Values are parsed as YAML (`max_steps=100` is an int, `do_eval=false` a bool).
-The generated tool config is exactly the recipe's `config` plus the overrides, plus
-`max_steps` when the recipe says `auto` and `resume_from_checkpoint` on `--resume`.
+Values are typed as YAML 1.2 in the recipe file and in overrides alike
+(`max_steps=100` is an int, `learning_rate=1e-5` a float, `do_eval=false` a bool).
+Every config key must be an argument of the launcher's tool (read from the tool's
+own dataclasses when it is importable, else a maintained list: `training/trainers/`),
+with a value of the argument's type; an unknown key is an error naming the nearest
+valid ones. The generated tool config is exactly the recipe's `config` plus the
+overrides, plus `max_steps` when the recipe says `auto` and `resume_from_checkpoint`
+on `--resume`.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +40,34 @@ from typing import Any
 
 import yaml
 
-LAUNCHERS = ("erniekit", "paddleformers")
+from training.trainers import RecipeError, Trainer, get_trainer
+from training.trainers.keylist import type_problem
+
+__all__ = ["Recipe", "RecipeError", "load_recipe", "parse_override", "render_tool_config"]
+
 DEVICES = ("gpu", "cpu")
 HEADER_FIELDS = ("launcher", "device", "gpus", "master_port")
-STAGE_FOR = {"erniekit": "OCR-VL-SFT", "paddleformers": "VL-SFT"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# YAML 1.2 core schema floats: PyYAML (YAML 1.1) reads `1e-5` as a string.
+_FLOAT_12 = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
 
 
-class RecipeError(ValueError):
-    """The recipe itself is invalid (as opposed to data or machine problems)."""
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that types floats as YAML 1.2 does (`1e-5`, `5E-6` are floats)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML with YAML 1.2 number typing."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 @dataclass
@@ -52,6 +77,7 @@ class Recipe:
     path: Path
     launcher: str
     device: str
+    trainer: Trainer
     gpus: str
     master_port: int
     variables: dict[str, str]
@@ -116,7 +142,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise RecipeError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -153,7 +179,7 @@ def load_recipe(
     path = Path(path)
     base = Path(cwd) if cwd is not None else Path.cwd()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe not found") from None
     except yaml.YAMLError as e:
@@ -171,26 +197,27 @@ def load_recipe(
     config = dict(config)
     recipe_keys = list(config)
     applied: dict[str, Any] = {}
+    from_override: dict[str, str] = {}
     for text in overrides or []:
         key, value = parse_override(text)
         applied[key] = value
+        from_override[key] = text
         if key in variables:
             variables[key] = str(value)
         elif key in HEADER_FIELDS:
             header[key] = value
         else:
             config[key] = value
+            from_override[key] = text
 
     launcher = header["launcher"]
-    if launcher not in LAUNCHERS:
-        raise RecipeError(f"{path}: launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    try:
+        trainer = get_trainer(launcher)
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
     device = header["device"] or "gpu"
     if device not in DEVICES:
         raise RecipeError(f"{path}: device must be one of {DEVICES}, got {device!r}")
-    if device == "cpu" and launcher == "erniekit":
-        raise RecipeError(
-            f"{path}: ERNIEKit needs a GPU; use launcher: paddleformers for device: cpu"
-        )
     try:
         master_port = int(header["master_port"] or 8080)
     except (TypeError, ValueError):
@@ -207,6 +234,7 @@ def load_recipe(
         path=path,
         launcher=launcher,
         device=device,
+        trainer=trainer,
         gpus=gpus,
         master_port=master_port,
         variables=variables,
@@ -215,35 +243,49 @@ def load_recipe(
         recipe_config_keys=recipe_keys,
         overrides=applied,
     )
+    check_keys(recipe, {k: v for k, v in from_override.items() if k in config})
     _validate_config(recipe)
     return recipe
 
 
+def suggest(name: str, valid: Any) -> str:
+    """`; did you mean 'a', 'b'?` for the nearest valid names (empty when none is near)."""
+    near = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+
+
+def check_keys(r: Recipe, from_override: dict[str, str]) -> None:
+    """Every config key is an argument of the tool, with a value of its type."""
+    found = r.trainer.config_keys()
+    if found is None:
+        return
+    keys, source = found
+    keys = {**keys, **r.trainer.extra_keys()}
+    problems = []
+    for key, value in r.config.items():
+        where = f"override {from_override[key]!r}" if key in from_override else f"config.{key}"
+        if key not in keys:
+            problems.append(
+                f"{where}: {key!r} is not an argument of {r.launcher} ({source}){suggest(key, keys)}"
+            )
+            continue
+        if key == "max_steps":
+            if value != "auto" and (not isinstance(value, int) or isinstance(value, bool)):
+                problems.append(f"{where}: max_steps must be an integer or auto, got {value!r}")
+            continue
+        problem = type_problem(value, keys[key])
+        if problem:
+            problems.append(f"{where}: {key} {problem}")
+    if problems:
+        raise RecipeError(f"{r.path}: " + "\n  ".join(problems))
+
+
 def _validate_config(r: Recipe) -> None:
     """Problems of the recipe itself (not of data or machine): RecipeError."""
-    where = str(r.path)
-    stage = r.config.get("stage")
-    if stage != STAGE_FOR[r.launcher]:
-        raise RecipeError(
-            f"{where}: config.stage must be {STAGE_FOR[r.launcher]!r} for launcher "
-            f"{r.launcher}, got {stage!r}"
-        )
-    if "fine_tuning" not in r.config:
-        raise RecipeError(
-            f"{where}: config.fine_tuning is missing; ERNIEKit and PaddleFormers then "
-            "silently train LoRA. Write fine_tuning: Full (or LoRA) explicitly"
-        )
-    ft = str(r.config["fine_tuning"]).lower()
-    if ft not in {"full", "lora"}:
-        raise RecipeError(f"{where}: config.fine_tuning must be Full or LoRA, got {ft!r}")
-    if r.launcher == "paddleformers" and r.config.get("template") not in (None, "paddleocr_vl"):
-        raise RecipeError(
-            f"{where}: config.template must be paddleocr_vl (PaddleOCR-VL-0.9B's "
-            f"'Assistant: ' template), got {r.config.get('template')!r}"
-        )
+    r.trainer.validate(r)
     steps = r.config.get("max_steps", -1)
     if steps != "auto" and not isinstance(steps, int):
-        raise RecipeError(f"{where}: config.max_steps must be an integer or auto, got {steps!r}")
+        raise RecipeError(f"{r.path}: config.max_steps must be an integer or auto, got {steps!r}")
 
 
 def render_tool_config(config: dict[str, Any]) -> str:

@@ -48,24 +48,28 @@ def test_variables_become_absolute_and_substitute(tmp_path: Path) -> None:
 def test_overrides_hit_variables_header_and_config(tmp_path: Path) -> None:
     r = load_recipe(
         write(tmp_path, minimal()),
-        ["data_dir=/data/other", "max_steps=12", "do_eval=false", "gpus=0,1", "new_key=1.5e-4"],
+        ["data_dir=/data/other", "max_steps=12", "do_eval=false", "gpus=0,1", "min_lr=1e-5"],
         cwd=tmp_path,
     )
     assert r.config["train_dataset_path"] == "/data/other/train.jsonl"
     assert r.config["max_steps"] == 12 and r.config["do_eval"] is False
-    assert r.config["new_key"] == 1.5e-4
+    assert r.config["min_lr"] == 1e-5 and isinstance(r.config["min_lr"], float)  # YAML 1.2
     assert r.gpus == "0,1" and "gpus" not in r.config
     assert r.overrides == {
         "data_dir": "/data/other",
         "max_steps": 12,
         "do_eval": False,
         "gpus": "0,1",
-        "new_key": 1.5e-4,
+        "min_lr": 1e-5,
     }
 
 
 def test_parse_override() -> None:
     assert parse_override("a=1") == ("a", 1)
+    assert parse_override("lr=1e-5") == ("lr", 1e-5)  # YAML 1.2: a float, not '1e-5'
+    assert parse_override("lr=5E-6") == ("lr", 5e-6)
+    assert parse_override("v=1.10") == ("v", 1.1)
+    assert parse_override("t=abc") == ("t", "abc")
     assert parse_override("a=x=y") == ("a", "x=y")
     assert parse_override("a=") == ("a", "")
     with pytest.raises(RecipeError, match="key=value"):
@@ -82,6 +86,12 @@ def test_parse_override() -> None:
         ({"config": {"train_dataset_path": "${nope}/t.jsonl"}}, "unknown variable"),
         ({"launcher": "erniekit", "config": {"stage": "OCR-VL-SFT"}}, "ERNIEKit needs a GPU"),
         ({"launcher": "deepspeed"}, "launcher must be one of"),
+        (
+            {"config": {"learning_rat": 1e-5}},
+            "'learning_rat' is not an argument.*did you mean 'learning_rate'",
+        ),
+        ({"config": {"learning_rate": "abc"}}, "learning_rate must be a number, got 'abc'"),
+        ({"config": {"fine_tunning": "LoRA"}}, "did you mean 'fine_tuning'"),
         ({"extra": 1}, "unknown top-level keys"),
     ],
 )
@@ -202,8 +212,10 @@ ERNIEKIT_PUBLISHED_KEYS = set(
 
 
 def test_erniekit_recipe_keys_are_the_published_ones() -> None:
+    """The published keys, but warmup_ratio for warmup_steps (max_steps is computed)."""
     r = load_recipe(RECIPES / "erniekit_ocr_vl_sft_16k.yaml")
-    assert set(r.config) == ERNIEKIT_PUBLISHED_KEYS - {"eval_dataset_path", "eval_dataset_prob"}
+    published = ERNIEKIT_PUBLISHED_KEYS - {"eval_dataset_path", "eval_dataset_prob", "warmup_steps"}
+    assert set(r.config) == published | {"warmup_ratio"}
 
 
 def test_paddleformers_recipes_use_only_paddleformers_arguments() -> None:
@@ -219,3 +231,36 @@ def test_paddleformers_recipes_use_only_paddleformers_arguments() -> None:
         r = load_recipe(RECIPES / name)
         assert r.launcher == "paddleformers"
         assert sorted(set(r.config) - known) == [], name
+
+
+def test_recipe_file_floats_are_yaml_1_2(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        yaml.safe_dump(minimal()).replace("stage: VL-SFT", "stage: VL-SFT\n  learning_rate: 1e-5"),
+        encoding="utf-8",
+    )
+    assert load_recipe(path, cwd=tmp_path).config["learning_rate"] == 1e-5
+
+
+@pytest.mark.parametrize(
+    "recipe", ["erniekit_ocr_vl_sft_16k.yaml", "cpu_tiny.yaml", "transformers_cpu_tiny.yaml"]
+)
+def test_override_typos_and_bad_types_name_the_nearest_key(recipe: str) -> None:
+    with pytest.raises(RecipeError) as e:
+        load_recipe(RECIPES / recipe, ["learning_rat=1e-5"])
+    assert "override 'learning_rat=1e-5'" in str(e.value)
+    assert "did you mean 'learning_rate'" in str(e.value)
+    with pytest.raises(RecipeError, match="learning_rate must be a number, got 'abc'"):
+        load_recipe(RECIPES / recipe, ["learning_rate=abc"])
+    r = load_recipe(RECIPES / recipe, ["learning_rate=1e-5"])
+    assert r.config["learning_rate"] == 1e-5
+
+
+def test_erniekit_keys_come_from_the_maintained_list_here() -> None:
+    """ERNIEKit is not installed in .venv: its keys are the maintained list's."""
+    from training.trainers import get_trainer
+
+    keys, source = get_trainer("erniekit").config_keys()
+    assert "maintained list" in source
+    assert keys["learning_rate"] == "float" and keys["packing_size"] == "int"
+    assert "tensor_parallel_degree" in keys  # ERNIEKit's PaddleFormers 0.3.x name
