@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email.utils
 import itertools
 import logging
@@ -138,7 +139,9 @@ class EndpointConfig:
             self.base_urls = [self.base_urls]
         self.base_urls = [u.rstrip("/") for u in self.base_urls]
         if not self.base_urls:
-            raise ValueError("EndpointConfig.base_urls is empty: give at least one URL ending in /v1")
+            raise ValueError(
+                "EndpointConfig.base_urls is empty: give at least one URL ending in /v1"
+            )
         for u in self.base_urls:
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"base URL {u!r} must start with http:// or https://")
@@ -157,6 +160,24 @@ class EndpointConfig:
 
     def resolve_api_key(self) -> str | None:
         return resolve_secret(self.api_key, self.api_key_env)
+
+
+def endpoint_from_flags(
+    current: EndpointConfig | None,
+    base_urls: Sequence[str] | None,
+    model: str | None,
+    default_model: str,
+) -> EndpointConfig:
+    """``current`` with the CLI's ``--server-url`` / model flags applied (or a new one)."""
+    if current is None:
+        if not base_urls:
+            raise ValueError("no endpoint: pass --server-url http://HOST:PORT/v1")
+        return EndpointConfig(base_urls=list(base_urls), model=model or default_model)
+    return dataclasses.replace(
+        current,
+        base_urls=list(base_urls) if base_urls else current.base_urls,
+        model=model or current.model,
+    )
 
 
 @dataclass
@@ -466,7 +487,9 @@ class SyncChatClient:
         self.close()
 
 
-def chat_once(config: EndpointConfig, messages: Sequence[Mapping[str, Any]], **kw: Any) -> ChatResult:
+def chat_once(
+    config: EndpointConfig, messages: Sequence[Mapping[str, Any]], **kw: Any
+) -> ChatResult:
     """One blocking call with a fresh client."""
     with SyncChatClient(config) as c:
         return c.chat(messages, **kw)

@@ -140,6 +140,7 @@ class Extraction:
     image_size: tuple[int, int] = (0, 0)  # (width, height) as received
     model_image_size: tuple[int, int] = (0, 0)  # (width, height) the model saw
     timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # what the backend adds (Generation.info)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +156,7 @@ class Extraction:
             "image_size": list(self.image_size),
             "model_image_size": list(self.model_image_size),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            **({"info": self.info} if self.info else {}),
         }
 
 
@@ -232,6 +234,7 @@ class Extractor:
             image_size=prepared.original_size,
             model_image_size=prepared.size,
             timings=timings,
+            info=dict(gen.info),
         )
 
     # ------------------------------------------------------------ calls

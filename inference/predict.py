@@ -1,27 +1,32 @@
-"""Batch prediction: a folder of images, a labels file or an SFT file in, predictions.jsonl out.
+"""Batch prediction: a folder of images, a labels / SFT / requests file in, predictions.jsonl out.
 
     python -m inference.predict --backend paddlex --model-dir outputs/model \\
         --input data/invoices/ --out outputs/predictions.jsonl [--query 发票号码,开票日期] \\
         [--excel outputs/predictions.xlsx]
-    python -m inference.predict --backend openai --server-url http://127.0.0.1:8118/v1 \\
-        --input labels.jsonl --out predictions.jsonl --concurrency 16
+    python -m inference.predict --backend ocr-llm --server-url http://127.0.0.1:8180/v1 \\
+        --input data/invoices/ --out outputs/baseline/predictions.jsonl
+    python -m inference.predict --config configs/predict/ocr_llm.yaml input=DIR out=FILE
 
-Inputs (``--input``):
+Every option is a key of :class:`PredictConfig` (``--config`` YAML, then ``key=value``
+overrides with dotted keys, then the flags, which are shorthands for overrides).
 
-* a folder: every image under it (jpg, jpeg, png, bmp, webp, tif, tiff), id = relative
-  path without suffix;
+Inputs (``input``):
+
+* a folder: every image under it, id = its path below the folder without suffix;
 * a labels file (``{"id", "image", "fields", ...}`` per line): id and image from it;
-* an SFT file (ERNIEKit ``image_info``/``text_info`` or PaddleFormers ``messages``): every
-  prompt of every record, id = image file stem.
+* an SFT file (ERNIEKit or PaddleFormers) or a requests file (``val.requests.jsonl``,
+  ``{"id", "image", "prompt"}`` per line, written by the dataset builder): the record id,
+  image and prompts from it (``data_tools.sft.read_requests``).
 
-Each (id, prompt) pair is one prediction; ``--query`` (repeatable) replaces the prompts
-(default ``OCR:{}`` for folders and labels files, the file's own prompts for SFT files).
+Each (id, prompt) pair is one prediction row (``data_tools.predictions``); ``--query``
+(repeatable) replaces the prompts (default ``OCR:{}`` for folders and labels files, the
+file's own prompts for SFT / requests files). An image is decoded and prepared once for all
+its prompts.
 
-One line per prediction (DESIGN.md §3), appended as it finishes, so a crash or Ctrl-C
-loses nothing: rerunning the same command skips the pairs already in ``--out`` (a torn
-last line is dropped first). Calls that fail on the backend side (server down, timeouts)
-are not written and are retried by the next run; an unreadable image is written with the
-error in ``parse.error``.
+The run is the project's run harness (``data_tools.runner``): rows are appended as they
+finish, a rerun of the same command continues where the last stopped, an image that cannot
+be read or a call that keeps failing goes to ``<out stem>.failures.jsonl`` with its reason
+and is redone by ``--retry-failed``; exit codes 0 / 1 / 2 / 3 as in the README.
 
 ``--excel`` writes the batch report a finance team opens: one row per invoice, one column
 per field (schema order), a status (ok / repaired / truncated / failed / error) and the
@@ -32,25 +37,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from data_tools.images import IMAGE_SUFFIXES, find_images, visual_tokens
-from data_tools.jsonl import JsonlError, append_jsonl, drop_torn_tail, read_jsonl
+from data_tools.config import ConfigError, load_config
+from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file, visual_tokens
+from data_tools.jsonl import JsonlError, read_jsonl
+from data_tools.paddleocr_vl import MODEL_NAME
+from data_tools.predictions import PredictionRow, read_predictions, row_key
 from data_tools.prompts import FULL_PROMPT
 from data_tools.records import LabelFormatError, LabelRecord, resolve_image
+from data_tools.runner import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    BadInput,
+    FatalError,
+    Item,
+    ItemFailed,
+    Output,
+    RunFiles,
+    exit_message,
+    run_items,
+)
 from data_tools.schema import Schema, load_schema
-from inference.backends import BACKENDS, BackendConfig, BackendError, BackendUnavailable
-from inference.extractor import Extractor, QueryError, query_from_text, resolve_query
-from inference.imaging import ImageError, ImageOptions
 
 log = logging.getLogger("inference.predict")
 
@@ -67,205 +84,203 @@ ROW_KEYS = (
 )
 
 
-class InputError(ValueError):
-    """An --input that cannot be read; the message names the file and line."""
+class InputError(BadInput):
+    """An input that cannot be read; the message names the file and line."""
 
 
-@dataclass(frozen=True)
-class Job:
-    id: str
-    image: Path
-    prompt: str
+# ---------------------------------------------------------------- config
+@dataclass
+class ImageSettings:
+    """How images are prepared (``inference.imaging.ImageOptions``)."""
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.id, self.prompt)
+    min_pixels: int = 147384
+    max_pixels: int = 28 * 28 * 3600
+    char_density: float | None = None
+
+
+@dataclass
+class PredictConfig:
+    input: str
+    out: str
+    backend: Any = None  # inference.backends.BackendConfig (built lazily: imports are heavy)
+    queries: list[str] = field(default_factory=list)
+    schema: str | None = "vat_invoice"
+    system: str | None = None
+    excel: str | None = None
+    concurrency: int | None = None  # calls in flight (default: the backend's own)
+    image: ImageSettings = field(default_factory=ImageSettings)
+    retry_failed: bool = False
+    limit: int | None = None
+    progress: bool = True
+
+
+def load_predict_config(path: str | None, overrides: Sequence[Any]) -> PredictConfig:
+    """`PredictConfig` with `backend` typed as `BackendConfig` (imported here, not at start-up)."""
+    from inference.backends import BackendConfig
+
+    typed = dataclasses.make_dataclass(
+        "PredictConfig",
+        [("backend", BackendConfig, field(default_factory=BackendConfig))],
+        bases=(PredictConfig,),
+    )
+    return load_config(typed, path, overrides)
 
 
 # ---------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Job:
+    """One image of the input and the prompts to ask about it."""
+
+    id: str
+    image: Path
+    prompts: tuple[str, ...]
+
+    def item(self) -> Item:
+        keys = tuple(row_key(self.id, p) for p in self.prompts)
+        return Item(id=self.id, keys=keys, payload=self)
 
 
-def _sft_prompts(obj: dict[str, Any], where: str) -> tuple[str, list[str]]:
-    """(image, prompts) of one ERNIEKit or PaddleFormers SFT record."""
-    if "text_info" in obj:
-        images = [i.get("image_url") for i in obj.get("image_info") or [] if isinstance(i, dict)]
-        prompts = [
-            t["text"]
-            for t in obj["text_info"]
-            if isinstance(t, dict) and t.get("tag") == "mask" and isinstance(t.get("text"), str)
-        ]
-    elif "messages" in obj:
-        images = list(obj.get("images") or [])
-        prompts = [
-            m["content"].replace("<image>", "")
-            for m in obj["messages"]
-            if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)
-        ]
-    else:
-        raise InputError(f"{where}: neither a label record nor an SFT record")
-    if len(images) != 1 or not isinstance(images[0], str):
-        raise InputError(f"{where}: expected exactly one image, found {len(images)}")
-    if not prompts:
-        raise InputError(f"{where}: no prompt (mask / user turn) in the record")
-    return images[0], prompts
+def _group(pairs: Sequence[tuple[str, Path, str]]) -> list[Job]:
+    """(id, image, prompt) triples → one job per (id, image), prompts de-duplicated."""
+    order: dict[tuple[str, Path], list[str]] = {}
+    for id_, image, prompt in pairs:
+        prompts = order.setdefault((id_, image), [])
+        if prompt not in prompts:
+            prompts.append(prompt)
+    ids: dict[str, Path] = {}
+    for id_, image in order:
+        if id_ in ids and ids[id_] != image:
+            raise InputError(
+                f"id {id_!r} names two images ({ids[id_]} and {image}); ids must be unique"
+            )
+        ids[id_] = image
+    return [Job(id_, image, tuple(p)) for (id_, image), p in order.items()]
 
 
 def load_jobs(input_path: Path, queries: Sequence[str] | None) -> list[Job]:
-    """Every (id, image, prompt) of `input_path`, in input order; see the module docstring."""
+    """Every (id, image, prompts) of `input_path`, in input order; see the module docstring."""
+    from data_tools.sft import SftFormatError, read_requests
+
     if input_path.is_dir():
         images = find_images(input_path)
         if not images:
             raise InputError(f"{input_path}: no images ({', '.join(IMAGE_SUFFIXES)})")
         prompts = list(queries or [FULL_PROMPT])
-        return [
-            Job(p.relative_to(input_path).with_suffix("").as_posix(), p.resolve(), q)
-            for p in images
-            for q in prompts
-        ]
+        return _group(
+            [
+                (p.relative_to(input_path).with_suffix("").as_posix(), p.resolve(), q)
+                for p in images
+                for q in prompts
+            ]
+        )
+    if is_image_file(input_path):
+        return _group(
+            [(input_path.stem, input_path.resolve(), q) for q in queries or [FULL_PROMPT]]
+        )
     if not input_path.is_file():
         raise InputError(f"{input_path}: no such file or folder")
-    jobs: list[Job] = []
+    pairs: list[tuple[str, Path, str]] = []
     try:
-        for lineno, obj in read_jsonl(input_path):
-            where = f"{input_path}:{lineno}"
-            if "fields" in obj and "id" in obj:
-                try:
-                    rec = LabelRecord.from_dict(obj, where=where)
-                except LabelFormatError as e:
-                    raise InputError(str(e)) from None
+        first = next(read_jsonl(input_path), None)
+        if first is None:
+            raise InputError(f"{input_path}: no records")
+        if "fields" in first[1] and "id" in first[1]:
+            for lineno, obj in read_jsonl(input_path):
+                rec = LabelRecord.from_dict(obj, where=f"{input_path}:{lineno}")
                 image = resolve_image(rec.image, input_path)
-                jobs.extend(Job(rec.id, image, q) for q in (queries or [FULL_PROMPT]))
-            else:
-                image_str, prompts = _sft_prompts(obj, where)
-                image = resolve_image(image_str, input_path)
-                jobs.extend(Job(image.stem, image, q) for q in (queries or prompts))
-    except JsonlError as e:
+                pairs += [(rec.id, image, q) for q in queries or [FULL_PROMPT]]
+        else:
+            for req in read_requests(input_path):
+                image = resolve_image(req.image, input_path)
+                # records written before SFT files carried ids: the image stem, as before
+                pairs.append((req.id or image.stem, image, req.prompt))
+            if queries:
+                pairs = [(i, im, q) for i, im, _ in dict.fromkeys(pairs) for q in queries]
+    except (JsonlError, LabelFormatError, SftFormatError) as e:
         raise InputError(str(e)) from None
-    if not jobs:
-        raise InputError(f"{input_path}: no records")
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for j in jobs:
-        if j.key not in seen:
-            seen.add(j.key)
-            unique.append(j)
-    return unique
-
-
-def done_keys(out: Path) -> set[tuple[str, str]]:
-    """(id, prompt) pairs already in `out` (after dropping a torn last line)."""
-    if not out.exists():
-        return set()
-    if drop_torn_tail(out):
-        log.warning("%s: dropped a torn last line left by an interrupted run", out)
-    keys = set()
-    for _, row in read_jsonl(out):
-        keys.add((str(row.get("id")), str(row.get("prompt"))))
-    return keys
+    return _group(pairs)
 
 
 # ---------------------------------------------------------------- rows
-
-
-def prediction_row(job: Job, system: str, extraction: Any) -> dict[str, Any]:
+def prediction_row(job: Job, system: str, extraction: Any) -> PredictionRow:
     w, h = extraction.model_image_size
     usage = dict(extraction.usage)
     if w and h:
         usage.setdefault("image_tokens", visual_tokens(h, w, min_pixels=w * h, max_pixels=w * h))
-    return {
-        "id": job.id,
-        "image": str(job.image),
-        "system": system,
-        "prompt": extraction.prompt,
-        "raw_output": extraction.raw_output,
-        "prediction": extraction.fields,
-        "parse": extraction.parse.to_dict(),
-        "latency_s": round(extraction.latency_s, 4),
-        "usage": usage,
-    }
-
-
-def error_row(job: Job, system: str, error: str) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "image": str(job.image),
-        "system": system,
-        "prompt": job.prompt,
-        "raw_output": "",
-        "prediction": None,
-        "parse": {
-            "method": "failed",
-            "truncated": False,
-            "duplicate_keys": [],
-            "conflicting_duplicate_keys": [],
-            "error": error,
-        },
-        "latency_s": 0.0,
-        "usage": {},
-    }
+    info = dict(extraction.info)
+    stage = info.pop("stage_latency_s", None)
+    return PredictionRow(
+        id=job.id,
+        image=str(job.image),
+        system=system,
+        prompt=extraction.prompt,
+        raw_output=extraction.raw_output,
+        prediction=extraction.fields,
+        parse=extraction.parse.to_dict(),
+        latency_s=extraction.latency_s,
+        usage=usage,
+        stage_latency_s=stage,
+        info=info or None,
+    )
 
 
 # ---------------------------------------------------------------- the run
-
-
-@dataclass
-class RunSummary:
-    total: int
-    skipped: int
-    written: int
-    image_errors: int
-    backend_errors: int
-
-
-async def run_jobs(
-    extractor: Extractor,
+async def predict_jobs(
+    extractor: Any,
     jobs: Sequence[Job],
     out: Path,
     *,
     system: str,
     concurrency: int,
+    retry_failed: bool = False,
+    limit: int | None = None,
     progress: bool = True,
-) -> RunSummary:
-    """Run the jobs not yet in `out`, appending each row as it finishes."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = done_keys(out)
-    todo = [j for j in jobs if j.key not in done]
-    summary = RunSummary(len(jobs), len(jobs) - len(todo), 0, 0, 0)
-    if summary.skipped:
-        log.info("resuming: %d of %d already in %s", summary.skipped, len(jobs), out)
+    config: Any = None,
+) -> Any:
+    """Run the jobs not yet in `out` through `extractor` (the run harness does the rest)."""
+    from inference.backends import BackendError, BackendUnavailable
+    from inference.imaging import ImageError
+
+    files = RunFiles.beside(out, row_key=lambda r: row_key(str(r.get("id")), str(r.get("prompt"))))
+    counters: Counter[str] = Counter()
     sem = asyncio.Semaphore(max(1, concurrency))
-    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress)
 
-    async def one(job: Job) -> None:
-        async with sem:
-            try:
-                extraction = await extractor.aextract(job.image, job.prompt)
-            except ImageError as e:
-                append_jsonl(out, error_row(job, system, f"image: {e}"))
-                summary.image_errors += 1
-                summary.written += 1
-            except BackendUnavailable:
-                raise
-            except BackendError as e:
-                log.warning("%s (%s): %s", job.id, job.prompt[:40], e)
-                summary.backend_errors += 1
-            else:
-                append_jsonl(out, prediction_row(job, system, extraction))
-                summary.written += 1
-            bar.update(1)
+    async def work(item: Item) -> Output:
+        job: Job = item.payload
+        prompts = [k.split("\t", 1)[1] for k in item.keys]
+        try:
+            prepared = await extractor.aprepare(job.image)
+        except ImageError as e:
+            raise ItemFailed("image", str(e), image=str(job.image)) from None
+        rows = []
+        for prompt in prompts:
+            async with sem:
+                try:
+                    extraction = await extractor.aextract(prepared, prompt)
+                except BackendUnavailable as e:
+                    raise FatalError(str(e)) from None
+                except BackendError as e:
+                    raise ItemFailed("backend", str(e), image=str(job.image)) from None
+            counters[f"parse_{extraction.parse.method}"] += 1
+            rows.append(prediction_row(job, system, extraction).to_dict())
+        return Output(rows=rows)
 
-    tasks = [asyncio.create_task(one(j)) for j in todo]
     try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        return await run_items(
+            [j.item() for j in jobs],
+            work,
+            files,
+            workers=max(1, concurrency) + 1,
+            retry_failed=retry_failed,
+            limit=limit,
+            progress=progress,
+            desc="predict",
+            unit="image",
+            counters=counters,
+            config=config,
+        )
     finally:
-        bar.close()
         await extractor.aclose()
-    return summary
 
 
 # ---------------------------------------------------------------- the Excel report
@@ -340,9 +355,24 @@ def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> 
     for _, row in read_jsonl(predictions):
         by_id.setdefault(str(row.get("id")), []).append(row)
 
+    failures = RunFiles.beside(predictions).failures
+    failed: dict[str, list[str]] = {}
+    if failures.exists():
+        for _, row in read_jsonl(failures):
+            doc_id = str(row.get("id"))
+            if doc_id not in by_id:
+                failed.setdefault(doc_id, []).append(f"{row.get('stage')}: {row.get('reason')}")
+                by_id.setdefault(doc_id, [])
+                failed[doc_id] = list(dict.fromkeys(failed[doc_id]))
+                failed.setdefault(doc_id + "\0image", [str(row.get("image", ""))])
+
     invoices = []
     columns = _schema_columns(schema)
     for doc_id, rows in by_id.items():
+        if not rows:  # failed before any prediction: listed with its reasons
+            image = failed.get(doc_id + "\0image", [""])[0]
+            invoices.append((doc_id, image, "error", failed.get(doc_id, []), 0.0, {}))
+            continue
         merged: dict[str, list[str]] = {}
         for row in rows:
             if isinstance(row.get("prediction"), dict):
@@ -426,60 +456,115 @@ def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> 
 
 
 # ---------------------------------------------------------------- CLI
+FLAGS: dict[str, str] = {
+    # flag dest -> config key (a flag is a shorthand for an override)
+    "backend": "backend.backend",
+    "model_dir": "backend.model_dir",
+    "model_name": "backend.model_name",
+    "device": "backend.device",
+    "max_new_tokens": "backend.max_new_tokens",
+    "input": "input",
+    "out": "out",
+    "excel": "excel",
+    "system": "system",
+    "schema": "schema",
+    "concurrency": "concurrency",
+    "min_pixels": "image.min_pixels",
+    "max_pixels": "image.max_pixels",
+    "char_density": "image.char_density",
+    "limit": "limit",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m inference.predict",
-        description="Run an extractor over images / labels / SFT records; write predictions.jsonl.",
+        description="Run an extractor over images / labels / SFT / requests; write predictions.jsonl.",
     )
-    p.add_argument("--backend", choices=BACKENDS, required=True)
+    p.add_argument("--config", help="predict YAML (configs/predict/*.yaml); flags override it")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides, dotted keys (backend.ocr.preset=server)"
+    )
+    p.add_argument(
+        "--backend", help="paddlex | paddlex-pipeline | transformers | openai | ocr-llm | fake"
+    )
     p.add_argument("--model-dir", help="model dir (paddlex, paddlex-pipeline, transformers)")
     p.add_argument(
         "--server-url",
         action="append",
         default=[],
-        help="OpenAI-compatible base URL ending in /v1 (openai; repeat for round robin)",
+        help="OpenAI-compatible base URL ending in /v1 (openai: the VLM; ocr-llm: the LLM; repeat for round robin)",
     )
-    p.add_argument("--api-model", help="model name the server serves (openai)")
-    p.add_argument("--model-name", default="PaddleOCR-VL-0.9B", help="PaddleX model name")
-    p.add_argument("--device", default="cpu", help="cpu | gpu:0 | cuda (transformers)")
-    p.add_argument("--input", type=Path, required=True, help="image folder, labels or SFT JSONL")
+    p.add_argument("--api-model", help="model name the server serves (openai, ocr-llm)")
+    p.add_argument("--model-name", help=f"PaddleX model name (default {MODEL_NAME})")
+    p.add_argument("--device", help="cpu | gpu:0 | cuda (transformers)")
+    p.add_argument("--input", help="image folder or image, labels, SFT or requests JSONL")
     p.add_argument(
         "--query",
         action="append",
         help='keys "发票号码,开票日期", a JSON request, or a prompt "OCR:{...}" (repeatable)',
     )
-    p.add_argument("--out", type=Path, required=True, help="predictions.jsonl (appended)")
-    p.add_argument("--excel", type=Path, help="also write the batch report (.xlsx)")
+    p.add_argument("--out", help="predictions.jsonl (appended; a rerun continues)")
+    p.add_argument("--excel", help="also write the batch report (.xlsx)")
     p.add_argument("--system", help="system name in the rows (default backend:model)")
-    p.add_argument("--schema", default="vat_invoice", help="schema name or YAML ('none': off)")
+    p.add_argument("--schema", help="schema name or YAML ('none': off)")
     p.add_argument("--concurrency", type=int, help="calls in flight (default: backend's own)")
-    p.add_argument("--max-new-tokens", type=int, default=2048)
-    p.add_argument("--min-pixels", type=int, default=ImageOptions.min_pixels)
-    p.add_argument("--max-pixels", type=int, default=ImageOptions.max_pixels)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--min-pixels", type=int)
+    p.add_argument("--max-pixels", type=int)
     p.add_argument(
         "--char-density",
         type=float,
         help="downscale to about this many ink pixels per character (e.g. 50; never upscales)",
     )
-    p.add_argument("--timeout-s", type=float, default=120.0, help="per call (openai)")
-    p.add_argument("--max-attempts", type=int, default=4, help="tries per call (openai)")
-    p.add_argument("--limit", type=int, help="only the first N (id, prompt) pairs")
+    p.add_argument("--timeout-s", type=float, help="per call (openai, ocr-llm)")
+    p.add_argument("--max-attempts", type=int, help="tries per call (openai, ocr-llm)")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="redo the items in the failures file"
+    )
+    p.add_argument("--limit", type=int, help="only the first N images still to do")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
-def _normalise_queries(texts: Sequence[str] | None, schema: Schema | None) -> list[str] | None:
-    """Every --query as its final prompt text (so resume keys are stable)."""
+def _overrides(args: argparse.Namespace) -> list[Any]:
+    out: list[Any] = list(args.overrides)
+    for dest, key in FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            out.append((key, value))
+    if args.query:
+        out.append(("queries", list(args.query)))
+    if args.retry_failed:
+        out.append(("retry_failed", True))
+    if args.no_progress:
+        out.append(("progress", False))
+    return out
+
+
+def _normalise_queries(texts: Sequence[str], schema: Schema | None) -> list[str] | None:
+    """Every query as its final prompt text (so resume keys are stable)."""
+    from inference.extractor import query_from_text, resolve_query
+
     if not texts:
         return None
-    prompts = []
-    for text in texts:
-        prompt, _ = resolve_query(query_from_text(text), schema)
-        prompts.append(prompt)
-    return prompts
+    return [resolve_query(query_from_text(text), schema)[0] for text in texts]
+
+
+def _apply_endpoint_flags(cfg: PredictConfig, args: argparse.Namespace) -> None:
+    from data_tools.llm_client import endpoint_from_flags
+
+    b = cfg.backend
+    if args.server_url or args.api_model:
+        b.endpoint = endpoint_from_flags(b.endpoint, args.server_url, args.api_model, b.model_name)
+    if b.endpoint is not None:
+        if args.timeout_s is not None:
+            b.endpoint.timeout_s = args.timeout_s
+        if args.max_attempts is not None:
+            b.endpoint.max_attempts = args.max_attempts
+        if cfg.concurrency:
+            b.endpoint.max_concurrency = cfg.concurrency
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,77 +573,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from inference.backends import BackendUnavailable
+    from inference.extractor import Extractor, QueryError
+    from inference.imaging import ImageOptions
+
     try:
-        schema = None if args.schema.lower() == "none" else load_schema(args.schema)
-        queries = _normalise_queries(args.query, schema)
-        jobs = load_jobs(args.input, queries)
-        if args.limit:
-            jobs = jobs[: args.limit]
-        backend_cfg = BackendConfig(
-            backend=args.backend,
-            model_dir=args.model_dir,
-            model_name=args.model_name,
-            device=args.device,
-            server_urls=args.server_url,
-            api_model=args.api_model,
-            max_concurrency=args.concurrency or 8,
-            timeout_s=args.timeout_s,
-            max_attempts=args.max_attempts,
-            max_new_tokens=args.max_new_tokens,
-        )
+        cfg = load_predict_config(args.config, _overrides(args))
+        if not cfg.input or not cfg.out:
+            raise ConfigError("input and out are required (--input DIR|FILE --out FILE.jsonl)")
+        _apply_endpoint_flags(cfg, args)
+        schema = None if (cfg.schema or "none").lower() == "none" else load_schema(cfg.schema)
+        queries = _normalise_queries(cfg.queries, schema)
+        jobs = load_jobs(Path(cfg.input), queries)
         image_options = ImageOptions(
-            min_pixels=args.min_pixels, max_pixels=args.max_pixels, char_density=args.char_density
+            min_pixels=cfg.image.min_pixels,
+            max_pixels=cfg.image.max_pixels,
+            char_density=cfg.image.char_density,
         )
-        extractor = Extractor.from_config(backend_cfg, image_options=image_options, schema=schema)
-    except (InputError, QueryError, BackendUnavailable, ValueError, FileNotFoundError) as e:
+        extractor = Extractor.from_config(cfg.backend, image_options=image_options, schema=schema)
+    except (BadInput, QueryError, BackendUnavailable, ValueError, FileNotFoundError) as e:
         log.error("%s", e)
-        return 2
-    system = args.system or f"{extractor.backend.name}:{extractor.backend.model_name}"
-    concurrency = args.concurrency or extractor.backend.max_parallel
-    log.info("%d prediction(s) for %s with %s → %s", len(jobs), args.input, system, args.out)
+        return EXIT_BAD_INPUT
+    out = Path(cfg.out)
+    system = cfg.system or f"{extractor.backend.name}:{extractor.backend.model_name}"
+    concurrency = cfg.concurrency or extractor.backend.max_parallel
+    n_rows = sum(len(j.prompts) for j in jobs)
+    log.info("%d image(s), %d prediction(s) with %s → %s", len(jobs), n_rows, system, out)
     try:
         summary = asyncio.run(
-            run_jobs(
+            predict_jobs(
                 extractor,
                 jobs,
-                args.out,
+                out,
                 system=system,
                 concurrency=concurrency,
-                progress=not args.no_progress,
+                retry_failed=cfg.retry_failed,
+                limit=cfg.limit,
+                progress=cfg.progress,
+                config=cfg,
             )
         )
-    except BackendUnavailable as e:
-        log.error("stopped: %s (finished predictions are kept in %s)", e, args.out)
-        return 2
+    except BadInput as e:
+        log.error("%s", e)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        log.error("interrupted; rerun the same command to continue")
-        return 130
+        log.error("interrupted; finished predictions are kept in %s; rerun to continue", out)
+        return EXIT_INTERRUPTED
     finally:
         extractor.close()
-    log.info(
-        "done: %d written, %d already there, %d unreadable image(s), %d backend failure(s)",
-        summary.written,
-        summary.skipped,
-        summary.image_errors,
-        summary.backend_errors,
-    )
-    if args.excel:
-        n = write_excel(args.out, args.excel, schema)
-        log.info("wrote %s (%d invoices)", args.excel, n)
-    if summary.backend_errors:
-        log.error(
-            "%d call(s) failed on the backend and were not written; rerun the same command "
-            "to retry them",
-            summary.backend_errors,
-        )
-        return 1
-    return 0
+    (log.error if summary.exit_code else log.info)("%s", exit_message(summary, "image"))
+    if cfg.excel:
+        n = write_excel(out, Path(cfg.excel), schema)
+        log.info("wrote %s (%d invoices)", cfg.excel, n)
+    return summary.exit_code
 
 
-def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
+def iter_rows(path: Path) -> list[PredictionRow]:
     """The rows of a predictions file (for notebooks and the scorer)."""
-    for _, row in read_jsonl(path):
-        yield row
+    return read_predictions(path)
 
 
 if __name__ == "__main__":

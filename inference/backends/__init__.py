@@ -7,6 +7,7 @@ name                          runs
 ``paddlex-pipeline``          patched PaddleOCR-VL pipeline v1, layout detection off (Paddle)
 ``transformers``              AutoModelForImageTextToText (torch, ``.venv-torch``)
 ``openai``                    any OpenAI-compatible server (vLLM, FastDeploy, PaddleX genai)
+``ocr-llm``                   PP-OCR text → an LLM behind an OpenAI-compatible endpoint
 ``fake``                      no model: placeholder answers (dry runs, load tests)
 ============================  ==============================================================
 
@@ -16,9 +17,10 @@ imports torch and the torch environment never imports Paddle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from data_tools.llm_client import EndpointConfig
 from data_tools.paddleocr_vl import MODEL_NAME
 from inference.backends.base import (
     Backend,
@@ -27,8 +29,9 @@ from inference.backends.base import (
     Generation,
     GenerationOptions,
 )
+from inference.backends.ocr_llm import LlmPrompting, OcrSettings
 
-BACKENDS = ("paddlex", "paddlex-pipeline", "transformers", "openai", "fake")
+BACKENDS = ("paddlex", "paddlex-pipeline", "transformers", "openai", "ocr-llm", "fake")
 
 __all__ = [
     "BACKENDS",
@@ -36,42 +39,43 @@ __all__ = [
     "BackendConfig",
     "BackendError",
     "BackendUnavailable",
+    "EndpointConfig",
     "Generation",
     "GenerationOptions",
+    "LlmPrompting",
+    "OcrSettings",
     "make_backend",
 ]
 
 
 @dataclass
 class BackendConfig:
-    """Everything needed to build a backend (one flat block of a serve/predict YAML)."""
+    """Everything needed to build a backend (the ``backend:`` block of a predict/serve YAML).
+
+    ``endpoint`` is the one OpenAI-compatible endpoint block (``data_tools.llm_client``):
+    the VLM server for ``openai``, the LLM for ``ocr-llm``. ``ocr`` and ``llm`` configure
+    the OCR + LLM pipeline only.
+    """
 
     backend: str = "paddlex"
     model_dir: str | None = None
     model_name: str = MODEL_NAME
     device: str = "cpu"
-    server_urls: list[str] = field(default_factory=list)
-    api_model: str | None = None  # model name the server knows; default model_name
-    api_key_env: str | None = "OPENAI_API_KEY"
-    max_concurrency: int = 8  # openai: requests in flight
-    timeout_s: float = 120.0
-    max_attempts: int = 4
     max_new_tokens: int = 2048
+    endpoint: EndpointConfig | None = None
+    ocr: OcrSettings = field(default_factory=OcrSettings)
+    llm: LlmPrompting = field(default_factory=LlmPrompting)
     fake_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
-        if isinstance(self.server_urls, str):
-            self.server_urls = [self.server_urls]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "backend") -> BackendConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        from data_tools.config import build
+
+        return build(cls, d, source=where)
 
 
 def make_backend(cfg: BackendConfig) -> Backend:
@@ -80,6 +84,12 @@ def make_backend(cfg: BackendConfig) -> Backend:
     needs_dir = cfg.backend in ("paddlex", "paddlex-pipeline", "transformers")
     if needs_dir and not cfg.model_dir:
         raise BackendUnavailable(f"backend {cfg.backend!r} needs a model dir (--model-dir)")
+    if cfg.backend in ("openai", "ocr-llm") and cfg.endpoint is None:
+        what = "the VLM server" if cfg.backend == "openai" else "the LLM"
+        raise BackendUnavailable(
+            f"backend {cfg.backend!r} needs {what}'s endpoint: --server-url http://HOST:PORT/v1 "
+            "(or backend.endpoint.base_urls in the config)"
+        )
     if cfg.backend == "paddlex":
         from inference.backends.paddlex_backend import PaddleXModelBackend
 
@@ -97,19 +107,13 @@ def make_backend(cfg: BackendConfig) -> Backend:
 
         return TransformersBackend(cfg.model_dir, device=cfg.device, options=options)
     if cfg.backend == "openai":
-        if not cfg.server_urls:
-            raise BackendUnavailable("backend 'openai' needs --server-url http://HOST:PORT/v1")
         from inference.backends.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(
-            cfg.server_urls,
-            model=cfg.api_model or cfg.model_name,
-            api_key_env=cfg.api_key_env,
-            max_concurrency=cfg.max_concurrency,
-            timeout_s=cfg.timeout_s,
-            max_attempts=cfg.max_attempts,
-            options=options,
-        )
+        return OpenAIBackend(cfg.endpoint, options=options)
+    if cfg.backend == "ocr-llm":
+        from inference.backends.ocr_llm import OcrLlmBackend
+
+        return OcrLlmBackend(cfg.endpoint, ocr=cfg.ocr, llm=cfg.llm, options=options)
     from inference.backends.fake_backend import FakeBackend
 
     return FakeBackend(delay_s=cfg.fake_delay_s, options=options)

@@ -32,6 +32,7 @@ class Generation:
     n_tokens: int | None = None  # generated tokens, when known
     usage: dict[str, Any] = field(default_factory=dict)
     model: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # backend-specific, for the row's `info`
 
 
 @dataclass

@@ -9,8 +9,6 @@ prompt as text, in one user message: the layout PaddleOCR-VL was trained on. Ret
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
 
 from PIL import Image
 
@@ -22,7 +20,6 @@ from data_tools.llm_client import (
     RequestRejected,
     user_message,
 )
-from data_tools.paddleocr_vl import MODEL_NAME
 from inference.backends.base import (
     Backend,
     BackendError,
@@ -34,39 +31,20 @@ from inference.imaging import encode_image
 
 
 class OpenAIBackend(Backend):
-    """Chat completions against `server_urls` (each ending in ``/v1``)."""
+    """Chat completions against the endpoint's `base_urls` (each ending in ``/v1``)."""
 
     name = "openai"
 
     def __init__(
         self,
-        server_urls: str | Sequence[str],
+        endpoint: EndpointConfig,
         *,
-        model: str = MODEL_NAME,
-        api_key: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        max_concurrency: int = 8,
-        timeout_s: float = 120.0,
-        max_attempts: int = 4,
         image_format: str = "PNG",
-        extra_body: dict[str, Any] | None = None,
         options: GenerationOptions | None = None,
     ) -> None:
         super().__init__(options)
-        try:
-            self.config = EndpointConfig(
-                base_urls=[server_urls] if isinstance(server_urls, str) else list(server_urls),
-                model=model,
-                api_key=api_key,
-                api_key_env=api_key_env,
-                max_concurrency=max_concurrency,
-                timeout_s=timeout_s,
-                max_attempts=max_attempts,
-                extra_body=dict(extra_body or {}),
-            )
-        except ValueError as e:
-            raise BackendUnavailable(f"openai backend: {e}") from e
-        self.max_parallel = max_concurrency
+        self.config = endpoint
+        self.max_parallel = endpoint.max_concurrency or 8
         self.image_format = image_format
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncChatClient]] = {}
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from data_tools.llm_client import EndpointConfig
+from data_tools.paddleocr_vl import MODEL_NAME
 from data_tools.prompts import project
 from inference.backends import BackendConfig, BackendError, BackendUnavailable
 from inference.extractor import Extractor
@@ -102,7 +104,7 @@ def test_openai_backend_against_the_local_stub(test_images: list[Path]) -> None:
     truth = TruthResponder()
     truth.add_image(test_images[0], TRUTH)
     with OpenAIStub(truth) as stub:
-        cfg = BackendConfig(backend="openai", server_urls=[stub.base_url], api_model="pp-vl")
+        cfg = BackendConfig(backend="openai", endpoint=EndpointConfig([stub.base_url], "pp-vl"))
         ex = Extractor.from_config(cfg, image_options=TINY_IMAGES)
         r = ex.extract(test_images[0], QUERY)
         (req,) = stub.requests
@@ -120,9 +122,8 @@ def test_openai_backend_concurrency_retries_and_auth(test_images: list[Path]) ->
     truth = TruthResponder()
     truth.add_image(test_images[0], TRUTH)
     with OpenAIStub(truth, latency_s=0.3) as stub:
-        cfg = BackendConfig(
-            backend="openai", server_urls=[stub.base_url], max_concurrency=4, max_attempts=3
-        )
+        endpoint = EndpointConfig([stub.base_url], MODEL_NAME, max_concurrency=4, max_attempts=3)
+        cfg = BackendConfig(backend="openai", endpoint=endpoint)
         ex = Extractor.from_config(cfg, image_options=TINY_IMAGES)
 
         async def many() -> list:
@@ -141,19 +142,25 @@ def test_openai_backend_concurrency_retries_and_auth(test_images: list[Path]) ->
         assert wall < 12 * 0.3 * 0.6  # concurrent, not one by one
 
     with OpenAIStub(truth, faults=FaultPlan(script=["429", "500"], retry_after_s=0.01)) as stub:
-        cfg = BackendConfig(backend="openai", server_urls=[stub.base_url], max_attempts=3)
+        cfg = BackendConfig(
+            backend="openai", endpoint=EndpointConfig([stub.base_url], MODEL_NAME, max_attempts=3)
+        )
         r = Extractor.from_config(cfg, image_options=TINY_IMAGES).extract(test_images[0], QUERY)
         assert r.usage["attempts"] == 3 and r.parse.method == "strict"
 
     with OpenAIStub(truth, faults=FaultPlan(script=["500"] * 5)) as stub:
-        cfg = BackendConfig(backend="openai", server_urls=[stub.base_url], max_attempts=2)
+        cfg = BackendConfig(
+            backend="openai", endpoint=EndpointConfig([stub.base_url], MODEL_NAME, max_attempts=2)
+        )
         ex = Extractor.from_config(cfg, image_options=TINY_IMAGES)
         ex.backend.config.backoff_base_s = 0.01
         with pytest.raises(BackendError):
             ex.extract(test_images[0], QUERY)
 
     with OpenAIStub(truth, faults=FaultPlan(api_key="right")) as stub:
-        cfg = BackendConfig(backend="openai", server_urls=[stub.base_url], api_key_env=None)
+        cfg = BackendConfig(
+            backend="openai", endpoint=EndpointConfig([stub.base_url], MODEL_NAME, api_key_env=None)
+        )
         with pytest.raises(BackendUnavailable, match="401"):
             Extractor.from_config(cfg, image_options=TINY_IMAGES).extract(test_images[0], QUERY)
 

@@ -40,7 +40,7 @@ def images(tmp_path: Path) -> Path:
 
 def test_load_jobs_from_dir_labels_and_sft(images: Path, tmp_path: Path) -> None:
     jobs = load_jobs(images, None)
-    assert [(j.id, j.prompt) for j in jobs] == [("a", "OCR:{}"), ("sub/b", "OCR:{}")]
+    assert [(j.id, j.prompts) for j in jobs] == [("a", ("OCR:{}",)), ("sub/b", ("OCR:{}",))]
 
     labels = tmp_path / "labels.jsonl"
     labels.write_text(
@@ -52,6 +52,7 @@ def test_load_jobs_from_dir_labels_and_sft(images: Path, tmp_path: Path) -> None
 
     sft = tmp_path / "val.jsonl"
     ernie = {
+        "id": "inv-7",
         "image_info": [{"matched_text_index": 0, "image_url": str(images / "a.png")}],
         "text_info": [
             {"text": 'OCR:{"发票号码":""}', "tag": "mask"},
@@ -67,11 +68,37 @@ def test_load_jobs_from_dir_labels_and_sft(images: Path, tmp_path: Path) -> None
     }
     sft.write_text(dumps_line(ernie) + dumps_line(pf), encoding="utf-8")
     jobs = load_jobs(sft, None)
-    assert [(j.id, j.prompt) for j in jobs] == [("a", 'OCR:{"发票号码":""}'), ("b", "OCR:{}")]
+    # the record id travels with the SFT record; a record without one falls back to the stem
+    assert [(j.id, j.prompts) for j in jobs] == [
+        ("inv-7", ('OCR:{"发票号码":""}',)),
+        ("b", ("OCR:{}",)),
+    ]
+
+    requests = tmp_path / "val.requests.jsonl"
+    requests.write_text(
+        dumps_line({"id": "x/1", "image": "imgs/a.png", "prompt": "OCR:{}"})
+        + dumps_line({"id": "y/1", "image": "imgs/sub/b.jpg", "prompt": "OCR:{}"})
+        + dumps_line({"id": "x/1", "image": "imgs/a.png", "prompt": 'OCR:{"发票号码":""}'}),
+        encoding="utf-8",
+    )
+    jobs = load_jobs(requests, None)
+    assert [(j.id, j.prompts) for j in jobs] == [
+        ("x/1", ("OCR:{}", 'OCR:{"发票号码":""}')),
+        ("y/1", ("OCR:{}",)),
+    ]
+
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(
+        dumps_line({"id": "same", "image": "imgs/a.png", "prompt": "OCR:{}"})
+        + dumps_line({"id": "same", "image": "imgs/sub/b.jpg", "prompt": "OCR:{}"}),
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError, match="names two images"):
+        load_jobs(clash, None)
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"foo": 1}\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"bad.jsonl:1: neither a label record nor an SFT"):
+    with pytest.raises(InputError, match=r"bad.jsonl:1: a request needs"):
         load_jobs(bad, None)
 
 
@@ -81,28 +108,32 @@ def test_predict_rows_resume_and_excel(images: Path, tmp_path: Path) -> None:
     xlsx = tmp_path / "report.xlsx"
     args = ["--backend", "fake", "--input", str(images), "--out", str(out), "--no-progress", *SMALL]
     args += ["--query", "发票号码,购买方", "--query", "OCR:{}"]
-    assert main([*args, "--excel", str(xlsx)]) == 0
+    # the unreadable image is listed as a failure (exit 1); the others are done
+    assert main([*args, "--excel", str(xlsx)]) == 1
     rows = _rows(out)
-    assert len(rows) == 6  # 3 images x 2 prompts
+    assert len(rows) == 4  # 2 readable images x 2 prompts
     for row in rows:
         assert tuple(row) == ROW_KEYS
         assert row["system"] == "fake:fake"
-    broken = [r for r in rows if r["id"] == "broken"]
-    assert all(r["parse"]["method"] == "failed" for r in broken)
-    assert all(r["parse"]["error"].startswith("image:") for r in broken)
+    (failure,) = _rows(tmp_path / "pred.failures.jsonl")[:1]
+    assert failure["id"] == "broken" and failure["stage"] == "image"
+    assert len(_rows(tmp_path / "pred.failures.jsonl")) == 2  # one per prompt key
     good = next(r for r in rows if r["id"] == "a" and r["prompt"] != "OCR:{}")
     assert good["prompt"] == 'OCR:{"发票号码":"","购买方":{}}'
     assert good["prediction"] == {"发票号码": "", "购买方": {}}
     assert good["usage"]["image_tokens"] > 0
 
     # resume: a crash left a torn line and only part of the work; nothing is redone twice
-    keep = out.read_text(encoding="utf-8").splitlines(keepends=True)[:2]
+    keep = out.read_text(encoding="utf-8").splitlines(keepends=True)[:3]
     out.write_text("".join(keep) + '{"id": "sub/b", "pro', encoding="utf-8")
-    assert main(args) == 0
+    assert main(args) == 1  # the broken image is still failed (not retried unless asked)
     rows = _rows(out)
-    assert len(rows) == 6
-    assert len({(r["id"], r["prompt"]) for r in rows}) == 6
-    assert main(args) == 0 and len(_rows(out)) == 6  # complete: nothing appended
+    assert len(rows) == 4
+    assert len({(r["id"], r["prompt"]) for r in rows}) == 4
+    assert main(args) == 1 and len(_rows(out)) == 4  # complete: nothing appended
+    (images / "broken.png").unlink()
+    make_test_image(images / "broken.png", seed=3)  # fixed: --retry-failed redoes it
+    assert main([*args, "--retry-failed"]) == 0 and len(_rows(out)) == 6
 
     wb = load_workbook(xlsx)
     ws = wb["invoices"]
@@ -110,8 +141,8 @@ def test_predict_rows_resume_and_excel(images: Path, tmp_path: Path) -> None:
     assert header[:5] == ["id", "image", "status", "errors", "latency_s"]
     assert "发票号码" in header and "购买方.名称" in header  # schema columns
     status = {r[0].value: r[2].value for r in ws.iter_rows(min_row=2)}
-    assert status == {"a": "ok", "broken": "error", "sub/b": "ok"}
-    assert wb["predictions"].max_row == 7
+    assert status == {"a": "ok", "broken": "error", "sub/b": "ok"}  # failures are listed
+    assert wb["predictions"].max_row == 5
 
 
 def test_excel_flattens_lists_and_defuses_formulas(tmp_path: Path) -> None:
@@ -157,8 +188,12 @@ def test_backend_failures_are_not_written_and_retried(images: Path, tmp_path: Pa
         rc = main([*args, "--server-url", stub.base_url, "--concurrency", "2"])
     assert rc == 1
     assert [r["id"] for r in _rows(out)] == ["sub/b"]
-    with OpenAIStub(truth) as stub:  # the server recovered: the rerun fills the gap
-        assert main([*args, "--server-url", stub.base_url]) == 0
+    (failure,) = _rows(tmp_path / "pred.failures.jsonl")
+    assert failure["id"] == "a" and failure["stage"] == "backend" and "500" in failure["reason"]
+    with OpenAIStub(truth) as stub:  # the server recovered: --retry-failed fills the gap
+        assert main([*args, "--server-url", stub.base_url]) == 1  # listed, not retried
+        assert len(stub.requests) == 0
+        assert main([*args, "--server-url", stub.base_url, "--retry-failed"]) == 0
     rows = _rows(out)
     assert sorted(r["id"] for r in rows) == ["a", "sub/b"]
     assert next(r for r in rows if r["id"] == "a")["prediction"] == {"发票号码": "1"}
@@ -168,6 +203,8 @@ def test_cli_errors_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
     assert main(["--backend", "fake", "--input", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert main(["--backend", "paddlex", "--input", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["--backend", "fake", "--input", str(tmp_path), "--out", str(out), "bogus=1"]) == 2
+    assert main(["--backend", "fakee", "--input", str(tmp_path), "--out", str(out)]) == 2
     assert not out.exists()
 
 

@@ -1,0 +1,274 @@
+"""The OCR + LLM pipeline as a backend (``ocr-llm``): PP-OCR reads the page, an LLM fills the JSON.
+
+The system PaddleOCR-VL is benchmarked against (PP-OCR + ERNIE-4.5-21B-A3B), runnable on
+any image like every other backend: ``make predict ... --backend ocr-llm``, ``make serve``
+with ``backend: ocr-llm``, and ``make baseline`` (the benchmark's convenient command).
+
+Per image:
+
+1. **OCR** — a PaddleOCR text pipeline (``data_tools.ppocr``; default the offline
+   PP-OCRv6 small ONNX models from the rapidocr wheel, ``preset: server`` selects PP-OCRv6
+   medium for GPU users) on the image the extractor prepared. Lines come in reading order
+   and are cached on disk (``inference.ocr_cache``) keyed by a hash of the image's pixels,
+   under the OCR configuration's identity (preset, options, model fingerprint).
+2. **LLM** — any OpenAI-compatible endpoint (``data_tools.llm_client``; by default
+   FastDeploy serving ERNIE-4.5-21B-A3B-Paddle) gets the OCR text and exactly the JSON
+   skeleton the prompt requests (the prompt grammar the VLM gets; ``OCR:{}`` = the schema's
+   whole skeleton) and answers JSON, which the extractor parses like any model output.
+
+The generation carries ``info`` for the prediction row: per-stage latency (``ocr``,
+``llm``), the OCR line count, whether the OCR came from the cache, and the OCR text itself
+(``eval.ocr_ceiling --pred`` computes the OCR ceiling from it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_tools.llm_client import (
+    AsyncChatClient,
+    EndpointConfig,
+    FatalLLMError,
+    LLMError,
+    RequestRejected,
+)
+from data_tools.prompts import parse_prompt
+from inference.backends.base import Backend, BackendError, BackendUnavailable, Generation
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LLM = "ERNIE-4.5-21B-A3B-Paddle"
+SYSTEM_PROMPT = (
+    "你是发票信息抽取助手。输入是一张发票经 OCR 识别后的文字（按阅读顺序逐行排列，"
+    "同一行的文字块用两个空格隔开）和一个 JSON 模板。请按模板填写：键名和顺序与模板完全一致，"
+    '值照抄发票上印刷的内容（金额保留符号与小数，日期保持原格式）；发票上没有的值填空字符串 ""；'
+    "列表中每一行明细写一个对象。只输出 JSON，不要任何解释。"
+)
+USER_TEMPLATE = "OCR 文本：\n{ocr_text}\n\nJSON 模板：\n{skeleton}"
+
+
+@dataclass
+class OcrSettings:
+    """The OCR stage (``ocr:`` block of a predict / serve / baseline config)."""
+
+    preset: str = "small-onnx"  # small-onnx | server
+    device: str = "cpu"
+    cpu_threads: int | None = None
+    cache_dir: str | None = "outputs/ocr_cache"  # None or "": no cache
+    model_cache_dir: str | None = None  # where the PaddleX model dirs are built
+    options: dict[str, Any] = field(default_factory=dict)  # passed to PaddleOCR(...)
+
+    def __post_init__(self) -> None:
+        if self.preset not in ("small-onnx", "server"):
+            raise ValueError(f"ocr.preset must be 'small-onnx' or 'server', got {self.preset!r}")
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the OCR output: the cache key's configuration part."""
+        ident: dict[str, Any] = {"preset": self.preset, "options": self.options, "version": 2}
+        try:
+            from data_tools.ppocr import models_fingerprint  # the ONNX files' hash
+
+            ident["models"] = models_fingerprint() if self.preset == "small-onnx" else "hub"
+        except ImportError:  # an older data_tools.ppocr without a fingerprint
+            pass
+        return ident
+
+
+@dataclass
+class LlmPrompting:
+    """How the OCR text is put to the LLM (``llm:`` block)."""
+
+    system_prompt: str = SYSTEM_PROMPT
+    user_template: str = USER_TEMPLATE
+    schema: str | None = "vat_invoice"  # the skeleton of OCR:{}
+
+    def __post_init__(self) -> None:
+        for key in ("{ocr_text}", "{skeleton}"):
+            if key not in self.user_template:
+                raise ValueError(f"llm.user_template must contain {key}")
+
+
+def skeleton_for(prompt: str, schema: Any | None) -> dict[str, Any]:
+    """The JSON template the LLM fills: the request itself, or the schema skeleton for ``OCR:{}``."""
+    request = parse_prompt(prompt)
+    if request:
+        return request
+    if schema is None:
+        raise BackendError("a full prompt (OCR:{}) needs a schema to build the JSON template")
+    return schema.skeleton()
+
+
+def build_messages(ocr_text: str, skeleton: dict[str, Any], llm: LlmPrompting) -> list[dict]:
+    user = llm.user_template.format(
+        ocr_text=ocr_text, skeleton=json.dumps(skeleton, ensure_ascii=False)
+    )
+    return [{"role": "system", "content": llm.system_prompt}, {"role": "user", "content": user}]
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """A content key for an in-memory image: mode, size and pixels."""
+    h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+class PaddleOcrEngine:
+    """PaddleOCR, created on first use (loading takes seconds); one call at a time."""
+
+    def __init__(self, settings: OcrSettings) -> None:
+        self.settings = settings
+        self._ocr: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, image: Image.Image) -> list[Any]:
+        from data_tools.ppocr import create_paddleocr, ocr_lines
+
+        with self._lock:
+            if self._ocr is None:
+                s = self.settings
+                self._ocr = create_paddleocr(
+                    preset=s.preset,
+                    device=s.device,
+                    cpu_threads=s.cpu_threads,
+                    cache_dir=s.model_cache_dir,
+                    **s.options,
+                )
+            bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+            return ocr_lines(self._ocr, bgr)
+
+
+class OcrLlmBackend(Backend):
+    """PP-OCR text → an LLM behind an OpenAI-compatible endpoint → JSON text."""
+
+    name = "ocr-llm"
+
+    def __init__(
+        self,
+        endpoint: EndpointConfig,
+        *,
+        ocr: OcrSettings | None = None,
+        llm: LlmPrompting | None = None,
+        engine: Any = None,
+        options: Any = None,
+    ) -> None:
+        super().__init__(options)
+        from data_tools.schema import load_schema
+
+        self.endpoint = endpoint
+        self.ocr = ocr or OcrSettings()
+        self.llm = llm or LlmPrompting()
+        try:
+            self.schema = load_schema(self.llm.schema) if self.llm.schema else None
+        except (FileNotFoundError, ValueError) as e:
+            raise BackendUnavailable(f"ocr-llm: llm.schema: {e}") from e
+        self.engine = engine or PaddleOcrEngine(self.ocr)
+        self.cache = None
+        if self.ocr.cache_dir:
+            from inference.ocr_cache import OcrCache
+
+            self.cache = OcrCache(self.ocr.cache_dir, self.ocr.identity())
+        self.max_parallel = endpoint.max_concurrency or 4
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
+        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncChatClient]] = {}
+
+    @property
+    def model_name(self) -> str:
+        return f"ppocr-{self.ocr.preset}+{self.endpoint.model}"
+
+    # ------------------------------------------------------------ stages
+    def run_ocr(self, image: Image.Image) -> tuple[list[Any], float, bool]:
+        """(lines, OCR seconds, cache hit); on a hit the seconds are the original run's."""
+        key = pixels_sha256(image) if self.cache is not None else ""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit.lines, hit.ocr_s, True
+        t0 = time.perf_counter()
+        try:
+            lines = self.engine(image)
+        except Exception as e:  # the OCR engine failed on this image
+            raise BackendError(f"OCR failed: {type(e).__name__}: {e}") from e
+        seconds = time.perf_counter() - t0
+        if self.cache is not None:
+            self.cache.put(key, lines, seconds)
+        return lines, seconds, False
+
+    def _client(self) -> AsyncChatClient:
+        """One client per event loop (httpx pools and semaphores belong to a loop)."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            entry = (loop, AsyncChatClient(self.endpoint))
+            self._clients[id(loop)] = entry
+        return entry[1]
+
+    async def agenerate(self, image: Image.Image, prompt: str) -> Generation:
+        from data_tools.ppocr import lines_to_text
+
+        skeleton = skeleton_for(prompt, self.schema)
+        loop = asyncio.get_running_loop()
+        lines, ocr_s, hit = await loop.run_in_executor(self._pool, self.run_ocr, image)
+        text = lines_to_text(lines)
+        messages = build_messages(text, skeleton, self.llm)
+        try:
+            result = await self._client().chat(
+                messages,
+                max_tokens=self.options.max_new_tokens,
+                temperature=self.options.temperature,
+            )
+        except FatalLLMError as e:
+            raise BackendUnavailable(str(e)) from e
+        except RequestRejected as e:
+            raise BackendError(f"LLM rejected the request: {e}") from e
+        except LLMError as e:
+            raise BackendError(f"LLM: {e}") from e
+        completion = result.usage.get("completion_tokens")
+        return Generation(
+            text=result.text,
+            finish_reason=result.finish_reason,
+            n_tokens=completion if isinstance(completion, int) else None,
+            usage={**result.usage, "attempts": result.attempts},
+            model=self.model_name,
+            info={
+                "stage_latency_s": {"ocr": round(ocr_s, 4), "llm": round(result.latency_s, 4)},
+                "ocr": {"source": "ocr", "cache_hit": hit, "n_lines": len(lines), "text": text},
+            },
+        )
+
+    def generate(self, image: Image.Image, prompt: str) -> Generation:
+        async def once() -> Generation:
+            try:
+                return await self.agenerate(image, prompt)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(once())
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.pop(id(loop), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def close(self) -> None:
+        self._clients.clear()
+        self._pool.shutdown(wait=False)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.model_name,
+            "llm_endpoints": len(self.endpoint.base_urls),
+            "ocr_preset": self.ocr.preset,
+        }
