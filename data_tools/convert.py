@@ -3,31 +3,38 @@
     python -m data_tools.convert --format F --src PATH --out labels.jsonl \
         [--schema S] [--doc-type T] [--image-dir DIR] [--skip-bad] ...
 
-Formats (one reader each in `data_tools/converters/`):
+Formats (one reader each in `data_tools/converters/`; layouts in docs/data.md §5):
 
-========== ==========================================================================
-vat_ner    published per-image VLM labels `{"image", "data"}` (schema `vat_invoice`)
-wildreceipt MMOCR close-set `train.txt`/`test.txt` + `class_list.txt`
-sroie      ICDAR 2019 SROIE task-3 key files (company/date/address/total)
-cord       CORD-v2 `gt_parse` (HF parquet, Donut metadata.jsonl, or json files)
-xfund      XFUND / FUNSD question→answer links (or PaddleOCR's KIE label lines)
-========== ==========================================================================
+=========== =========================================================================
+vat_ner     published per-image VLM labels `{"image", "data"}` (schema `vat_invoice`)
+wildreceipt WildReceipt close-set / open-set lines (release tar, MMOCR 1.x, PaddleOCR)
+sroie       ICDAR 2019 SROIE task-3 key files (ICDAR release or Kaggle layout)
+cord        CORD v1/v2: original `valid_line` JSON, `gt_parse` JSON, HF parquet, Donut jsonl
+xfund       XFUND / FUNSD question→answer links (or PaddleOCR's KIE label lines)
+=========== =========================================================================
 
-Every record goes through the same steps: find its image (the reader's folders, after
-`--image-dir`), turn `null`/`true`/numbers into strings, canonicalise through the schema
-if one applies (the report lands in `meta.canonicalize`), validate the value tree, check
-the id is unique. Image paths are written relative to the output file when the image
-lies under its folder, absolute otherwise. The output is written atomically; a bad input
-stops the run with `file[:line]: what is wrong` unless `--skip-bad` lists and skips it.
-Values are never "fixed": a swapped code or a wrong amount stays, label QA catches it.
+Every record goes through the same steps: find its image (`ImageLocator`: as written,
+then by relative path and last path parts in `--image-dir` and the reader's folders, then
+by name below `--image-dir`), turn `null`/`true`/numbers into strings, canonicalise
+through the schema if one applies (the report lands in `meta.canonicalize`), keep the
+source's split in `meta.split`, validate the value tree, check the id is unique. Then
+every key gets one shape across the dataset (`converters.shapes`: a key that is a string
+in one record and a list in another becomes a list everywhere). Image paths are written
+relative to the output file when the image lies under its folder, absolute otherwise.
+The output is written atomically; a bad input stops the run with `file[:line]: what is
+wrong` unless `--skip-bad` lists and skips it. `--report` writes `<out stem>.report.json`
+(records in/out, fields and their types, values dropped or emptied and why) and prints
+it. Values are never "fixed": a swapped code or a wrong amount stays, label QA catches it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +43,21 @@ from typing import Any
 from tqdm import tqdm
 
 from data_tools.converters import FORMATS
-from data_tools.converters.common import BadItem, ConvertError, ConvertOptions, SourceItem
+from data_tools.converters.common import (
+    BadItem,
+    ConvertError,
+    ConvertOptions,
+    ImageLocator,
+    SourceItem,
+)
+from data_tools.converters.shapes import (
+    EMPTY_LIST,
+    ShapeReport,
+    is_conflict,
+    path_str,
+    unify_shapes,
+)
+from data_tools.jsonl import atomic_write_text
 from data_tools.records import LabelFormatError, LabelRecord, validate_fields, write_labels
 from data_tools.schema import CanonicalizeReport, Schema, load_schema
 
@@ -57,6 +78,7 @@ class ConvertConfig:
     skip_bad: bool = False
     allow_missing_images: bool = False
     absolute_image_paths: bool = False
+    report: bool = False  # write <out stem>.report.json
 
 
 @dataclass
@@ -68,6 +90,60 @@ class ConvertSummary:
     skipped: list[str] = field(default_factory=list)  # "where: what" per skipped input
     empty: list[str] = field(default_factory=list)  # ids of records with no fields
     missing_images: list[str] = field(default_factory=list)  # ids kept by --allow-missing-images
+    items_in: int = 0  # documents the reader yielded (good and bad)
+    splits: dict[str, int] = field(default_factory=dict)  # meta.split → records
+    dropped: dict[str, int] = field(default_factory=dict)  # reason → values left out
+    counts: dict[str, int] = field(default_factory=dict)  # reader counts (items paired, ...)
+    shapes: ShapeReport = field(default_factory=ShapeReport)
+    empty_values: dict[str, int] = field(default_factory=dict)  # key path → empty leaves
+    report_path: Path | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The converter report: records in/out, fields and their types, what was left out."""
+        return {
+            "format": self.format,
+            "out": str(self.out),
+            "schema": self.schema,
+            "records_in": self.items_in,
+            "records_out": self.records,
+            "skipped": {"count": len(self.skipped), "inputs": self.skipped},
+            "records_without_fields": self.empty,
+            "records_without_image": self.missing_images,
+            "splits": self.splits,
+            "fields": {
+                path_str(p): dict(sorted(c.items())) for p, c in sorted(self.shapes.shapes.items())
+            },
+            "type_changes": {
+                path_str(p): {"to": to, "records": n} for p, (to, n) in self.shapes.promoted.items()
+            },
+            "type_conflicts": {path_str(p): c for p, c in self.shapes.conflicts.items()},
+            "empty_values": self.empty_values,
+            "dropped": self.dropped,
+            "counts": self.counts,
+        }
+
+
+def _add(counter: dict[str, int], key: str, n: int = 1) -> None:
+    counter[key] = counter.get(key, 0) + n
+
+
+def count_empty_leaves(value: Any, path: str, out: dict[str, int]) -> None:
+    """Count `""`, `[]` and `{}` values per key path (list items share their list's path)."""
+    if isinstance(value, dict):
+        if not value and path:
+            _add(out, path)
+        for k, v in value.items():
+            count_empty_leaves(v, f"{path}.{k}" if path else k, out)
+    elif isinstance(value, list):
+        if not value:
+            _add(out, path)
+        for v in value:
+            if isinstance(v, dict):
+                count_empty_leaves(v, path, out)
+            elif v == "":
+                _add(out, path)
+    elif value == "":
+        _add(out, path)
 
 
 # ---------------------------------------------------------------- steps
@@ -93,29 +169,6 @@ def coerce_scalars(value: Any, path: str, changed: list[str]) -> Any:
     return value
 
 
-def locate_image(item: SourceItem, image_dir: Path | None) -> tuple[Path | None, list[Path]]:
-    """The first existing candidate for the item's image, and every path tried."""
-    if item.image_path is not None:
-        return item.image_path, [item.image_path]
-    tried: list[Path] = []
-    for ref in item.image_refs:
-        if Path(ref).is_absolute():
-            tried.append(Path(ref))
-    dirs = ([image_dir] if image_dir is not None else []) + list(item.search_dirs)
-    for folder in dirs:
-        for ref in item.image_refs:
-            p = Path(ref)
-            if p.is_absolute():
-                continue
-            for cand in (folder / p, folder / p.name):
-                if cand not in tried:
-                    tried.append(cand)
-    for cand in tried:
-        if cand.is_file():
-            return cand, tried
-    return None, tried
-
-
 def stored_image_path(image: Path, out: Path, absolute: bool = False) -> str:
     """Relative to the labels file's folder when the image lies below it, else absolute."""
     image_abs = Path(os.path.abspath(image))
@@ -127,13 +180,13 @@ def stored_image_path(image: Path, out: Path, absolute: bool = False) -> str:
     return image_abs.as_posix()
 
 
-def _missing_image_message(item: SourceItem, tried: list[Path]) -> str:
-    shown = ", ".join(str(p) for p in tried[:4])
-    more = f" and {len(tried) - 4} more" if len(tried) > 4 else ""
+def _missing_image_message(item: SourceItem, tried: list[str]) -> str:
+    shown = ", ".join(tried[:6])
+    more = f" and {len(tried) - 6} more" if len(tried) > 6 else ""
     return (
         f"image {item.image_refs[0]!r} not found (tried {shown}{more}); pass --image-dir DIR "
-        "(the folder holding the images), or --allow-missing-images to keep the record "
-        "with its expected path"
+        "(the folder holding the images; it is searched by name, recursively), or "
+        "--allow-missing-images to keep the record with its expected path"
     )
 
 
@@ -145,16 +198,21 @@ def _to_record(
     doc_type: str,
     cfg: ConvertConfig,
     summary: ConvertSummary,
+    locator: ImageLocator,
 ) -> LabelRecord:
     """One item → a validated record; raises `ConvertError` naming `item.where`."""
     if not item.id:
         raise ConvertError(f"{item.where}: the source gives this document no id")
-    image, tried = locate_image(item, cfg.image_dir)
+    image, tried = locator.locate(item)
     meta: dict[str, Any] = {"source": {"format": fmt, **item.source}}
+    if item.split:
+        meta["split"] = item.split
     if image is None:
-        if not cfg.allow_missing_images or not tried:
+        if not cfg.allow_missing_images or not item.image_refs:
             raise ConvertError(f"{item.where}: {_missing_image_message(item, tried)}")
-        image = tried[0]
+        image = Path(item.image_refs[0])
+        if not image.is_absolute() and item.search_dirs:
+            image = item.search_dirs[0] / image
         meta["image_missing"] = True
         summary.missing_images.append(cfg.id_prefix + item.id)
     changed: list[str] = []
@@ -165,6 +223,10 @@ def _to_record(
         report = CanonicalizeReport()
         fields = schema.canonicalize(fields, report)
         meta["canonicalize"] = {"schema": schema.name, **report.to_dict()}
+        if report.dropped:
+            _add(summary.dropped, f"keys the schema {schema.name} ignores", len(report.dropped))
+    if changed:
+        _add(summary.dropped, "null/true/false values written as strings", len(changed))
     try:
         validate_fields(fields, where=item.where)
     except LabelFormatError as exc:
@@ -202,6 +264,7 @@ def convert(
         class_list=cfg.class_list,
     )
     summary = ConvertSummary(format=fmt, out=out, schema=schema.name if schema else None)
+    locator = ImageLocator(cfg.image_dir)
 
     def bad(message: str) -> None:
         if not cfg.skip_bad:
@@ -215,11 +278,12 @@ def convert(
     seen: dict[str, str] = {}
     items = tqdm(reader.iter_items(src, opts), desc=f"convert {fmt}", unit="doc", disable=None)
     for item in items:
+        summary.items_in += 1
         if isinstance(item, BadItem):
             bad(f"{item}")
             continue
         try:
-            rec = _to_record(item, fmt, out, schema, doc_type, cfg, summary)
+            rec = _to_record(item, fmt, out, schema, doc_type, cfg, summary, locator)
         except ConvertError as exc:
             bad(str(exc))
             continue
@@ -233,6 +297,12 @@ def convert(
         seen[rec.id] = item.where
         if not rec.fields:
             summary.empty.append(rec.id)
+        for reason, n in item.dropped.items():
+            _add(summary.dropped, reason, n)
+        for what, n in item.counts.items():
+            _add(summary.counts, what, n)
+        if item.split:
+            _add(summary.splits, item.split)
         records.append(rec)
     if not records:
         raise ConvertError(
@@ -241,8 +311,55 @@ def convert(
         )
     if summary.empty:
         log.warning("%d record(s) have no fields, e.g. %s", len(summary.empty), summary.empty[0])
+    unified, summary.shapes = unify_shapes([r.fields for r in records])
+    for rec, fields in zip(records, unified, strict=True):
+        rec.fields = fields
+        count_empty_leaves(fields, "", summary.empty_values)
+    for path, shapes in summary.shapes.conflicts.items():
+        log.warning(
+            "key %s has several shapes that cannot be unified without changing values: %s",
+            path_str(path),
+            ", ".join(f"{s} ×{n}" for s, n in shapes.items() if s != EMPTY_LIST),
+        )
     summary.records = write_labels(out, records)
+    if cfg.report:
+        summary.report_path = out.with_name(f"{out.stem}.report.json")
+        atomic_write_text(
+            summary.report_path,
+            json.dumps(summary.report(), ensure_ascii=False, indent=1) + "\n",
+        )
     return summary
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The converter report as lines for a terminal."""
+    lines = [
+        f"format {report['format']} → {report['out']} (schema {report['schema'] or 'none'})",
+        f"records in {report['records_in']}, out {report['records_out']}, "
+        f"skipped {report['skipped']['count']}, without fields "
+        f"{len(report['records_without_fields'])}, without image "
+        f"{len(report['records_without_image'])}",
+    ]
+    if report["splits"]:
+        lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
+    lines.append("fields (shape ×values):")
+    for path, shapes in report["fields"].items():
+        shown = ", ".join(f"{s} ×{n}" for s, n in shapes.items())
+        flag = "  ← CONFLICT" if is_conflict(Counter(shapes)) else ""
+        lines.append(f"  {path}: {shown}{flag}")
+    for path, change in report["type_changes"].items():
+        lines.append(f"made one type: {path} → {change['to']} in {change['records']} record(s)")
+    lines.append(f"type conflicts left: {len(report['type_conflicts'])}")
+    if report["empty_values"]:
+        lines.append(
+            "empty values: "
+            + ", ".join(f"{k} ×{v}" for k, v in sorted(report["empty_values"].items()))
+        )
+    for reason, n in report["dropped"].items():
+        lines.append(f"left out: {n} × {reason}")
+    for what, n in report["counts"].items():
+        lines.append(f"count: {what}: {n}")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -277,6 +394,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--absolute-image-paths", action="store_true", help="always write absolute image paths"
     )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="write <out stem>.report.json (records in/out, fields and their types, values "
+        "dropped or emptied and why) and print it",
+    )
     return p
 
 
@@ -293,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip_bad=args.skip_bad,
         allow_missing_images=args.allow_missing_images,
         absolute_image_paths=args.absolute_image_paths,
+        report=args.report,
     )
     try:
         summary = convert(args.format, args.src, args.out, cfg)
@@ -303,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {summary.records} record(s) to {summary.out} "
         f"(format {summary.format}, schema {summary.schema or 'none'})"
     )
+    if summary.report_path is not None:
+        print(format_report(summary.report()))
+        print(f"report: {summary.report_path}")
     if summary.skipped:
         print(f"skipped {len(summary.skipped)} bad input(s):", file=sys.stderr)
         for line in summary.skipped:

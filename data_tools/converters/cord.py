@@ -1,11 +1,14 @@
-"""`cord`: CORD-v2 receipts in the Donut `gt_parse` form (`naver-clova-ix/cord-v2` on HF).
+"""`cord`: CORD receipts (clovaai/cord v1, the Hugging Face `naver-clova-ix/cord-v1/-v2`).
 
-Every sample carries a `ground_truth` JSON string:
+Every sample is one JSON object: the original release's (`CORD/{train,dev,test}/json/
+receipt_00000.json`, images in the parallel `image/` folder) holds `valid_line` (text
+lines with `words[{text, is_key, quad, row_id}]`, a `category` such as `menu.nm` and a
+`group_id`) and `meta {version, split, image_id}`; the exports add `gt_parse`, the parse
+Donut trains on:
 
-    {"gt_parse": {"menu": [{"nm": "Nasi Campur Bali", "cnt": "1 x", "price": "75,000"}, ...],
+    {"gt_parse": {"menu": [{"nm": "Nasi Campur Bali", "cnt": "x 1", "price": "75,000"}, ...],
                   "sub_total": {"subtotal_price": "1,346,000", ...},
-                  "total": {"total_price": "1,591,600"}},
-     "meta": {"split": "train", "image_id": 0, ...}, "valid_line": [...], ...}
+                  "total": {"total_price": "1,591,600"}}, "meta": {...}, "valid_line": [...]}
 
 Readable layouts of `--src` (a file, or a folder; in a folder the first kind found wins):
 
@@ -14,13 +17,22 @@ Readable layouts of `--src` (a file, or a folder; in a folder the first kind fou
   `--extract-images-to` (default `<out folder>/<out stem>_images/`);
 * `*.jsonl` — Donut's `metadata.jsonl`: `{"file_name": "img.png", "ground_truth": ...}`
   per line, images beside it;
-* `*.json` — one sample per file holding `ground_truth` (string or object) or `gt_parse`
-  directly; the image has the file's stem, next to it or in a parallel `image/` folder.
+* `*.json` — one sample per file holding `ground_truth` (string or object), `gt_parse`,
+  or only `valid_line` (the original release); the image has the file's stem, next to it
+  or in a parallel `image/` folder.
 
-`gt_parse` is kept as written except that `menu` and an item's `sub` become lists of
-objects when a receipt has only one (`{"nm": ...}` → `[{"nm": ...}]`); numbers become
-strings later, in the common coercion step. Ids are `<split>/<image_id>` from
-`ground_truth.meta` when present, else the file path (and row) they came from.
+A sample without `gt_parse` is parsed from `valid_line` the way the exports derive it
+(checked against the HF export on the shared samples): lines are grouped by the
+category's first part (`menu`, `void_menu`, `sub_total`, `total`) and `group_id`; a
+line's text is its words that are not captions (`is_key` 0) joined by spaces; two lines
+of one category in one group are joined by a space (`"x"` + `"1"` → `"x 1"`); keys come
+in the class order of CORD's README. Then every receipt gets the same shapes: `menu`,
+`void_menu` and `sub_total` are always lists of objects (one per group), an item's `sub`
+a list of objects, `total` one object (groups merged when their keys differ), and a value
+given as a list of strings inside an item is joined by spaces, as the v1 export does.
+Numbers become strings later, in the common coercion step. Ids are `<split>/<image_id>`
+from `meta` when present, else the file path (and row); `meta.split` is `train`, `dev`
+(`val` for the HF `validation` split) or `test`.
 """
 
 from __future__ import annotations
@@ -37,40 +49,154 @@ from data_tools.converters.common import (
     ConvertError,
     ConvertOptions,
     SourceItem,
+    image_dirs_near,
     json_error,
     load_json_text,
     read_text,
     rel_id,
+    split_from_path,
+    split_name,
     stem_refs,
-    unique_dirs,
 )
 
 DOC_TYPE = "receipt"
-DEFAULT_SCHEMA = None
-EXPECTS = "CORD-v2 samples with a 'ground_truth' JSON holding 'gt_parse' (parquet, jsonl or json)"
-LIST_KEYS = ("menu", "sub")
+DEFAULT_SCHEMA = "cord"
+EXPECTS = (
+    "CORD samples: a 'ground_truth' JSON holding 'gt_parse' (parquet, jsonl or json), or the "
+    "original release's json files with 'valid_line'"
+)
+LIST_KEYS = ("menu", "void_menu", "sub_total", "sub")  # always lists of objects
+MERGED_KEYS = ("total",)  # one object; its groups merged when their keys differ
+# CORD's class definition (README), in order: the order of keys in every record
+CLASS_ORDER: dict[str, tuple[str, ...]] = {
+    "menu": (
+        "nm",
+        "num",
+        "unitprice",
+        "cnt",
+        "discountprice",
+        "price",
+        "itemsubtotal",
+        "vatyn",
+        "etc",
+        "sub_nm",
+        "sub_num",
+        "sub_unitprice",
+        "sub_cnt",
+        "sub_discountprice",
+        "sub_price",
+        "sub_etc",
+        "sub",
+    ),
+    "void_menu": ("nm", "num", "unitprice", "cnt", "price", "etc"),
+    "sub_total": (
+        "subtotal_price",
+        "discount_price",
+        "subtotal_count",
+        "service_price",
+        "othersvc_price",
+        "tax_price",
+        "tax_and_service",
+        "etc",
+    ),
+    "void_total": ("subtotal_price", "tax_price", "total_price", "etc"),
+    "total": (
+        "total_price",
+        "total_etc",
+        "cashprice",
+        "changeprice",
+        "creditcardprice",
+        "emoneyprice",
+        "menutype_cnt",
+        "menuqty_cnt",
+    ),
+}
 
 
 class _Bad(Exception):
     pass
 
 
-def normalize_gt_parse(value: Any) -> Any:
-    """`menu` / `sub` given as one object → a list of one; everything else as it is."""
+def _ordered(obj: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    rank = {k: i for i, k in enumerate(order)}
+    return dict(sorted(obj.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def gt_parse_from_valid_line(valid_line: Any) -> dict[str, Any]:
+    """`gt_parse` derived from the original release's `valid_line` (see the module doc)."""
+    if not isinstance(valid_line, list):
+        raise _Bad(f"'valid_line' must be a list, got {type(valid_line).__name__}")
+    groups: dict[str, dict[Any, dict[str, Any]]] = {}
+    for i, line in enumerate(valid_line):
+        if not isinstance(line, dict) or not isinstance(line.get("category"), str):
+            raise _Bad(f"valid_line[{i}]: expected an object with a 'category' string")
+        words = line.get("words")
+        if not isinstance(words, list):
+            raise _Bad(f"valid_line[{i}]: 'words' must be a list")
+        text = " ".join(
+            str(w.get("text", "")).strip()
+            for w in words
+            if isinstance(w, dict) and not w.get("is_key") and str(w.get("text", "")).strip()
+        )
+        if not text:
+            continue
+        top, *rest = line["category"].split(".")
+        if not rest:
+            continue
+        group = groups.setdefault(top, {}).setdefault(line.get("group_id", i), {})
+        if len(rest) >= 2:  # `menu.sub.nm`: a sub-item of the group's item
+            subs = group.setdefault(rest[0], [{}])
+            key = ".".join(rest[1:])
+            if key in subs[-1]:
+                subs.append({})
+            subs[-1][key] = text
+            continue
+        key = rest[0]
+        group[key] = f"{group[key]} {text}" if key in group else text
+    top_order = ("menu", "void_menu", "sub_total", "void_total", "total")
+    out: dict[str, Any] = {}
+    for top in sorted(groups, key=lambda t: top_order.index(t) if t in top_order else 99):
+        objs = [_ordered(g, CLASS_ORDER.get(top, ())) for g in groups[top].values()]
+        out[top] = objs[0] if len(objs) == 1 else objs
+    return out
+
+
+def normalize_gt_parse(value: Any, item: SourceItem | None = None, key: str = "") -> Any:
+    """Every receipt in the same shapes: `menu`, `void_menu`, `sub_total`, `sub` lists of
+    objects; `total` one object (groups merged when their keys differ); a list of strings
+    inside an item joined by spaces."""
     if isinstance(value, dict):
-        out = {}
-        for key, sub in value.items():
-            sub = normalize_gt_parse(sub)
-            if key in LIST_KEYS and isinstance(sub, dict):
-                sub = [sub]
-            out[str(key)] = sub
-        return out
+        out = {str(k): normalize_gt_parse(v, item, str(k)) for k, v in value.items()}
+        return _ordered(out, CLASS_ORDER.get(key, ()))
     if isinstance(value, list):
-        return [normalize_gt_parse(v) for v in value]
+        if all(isinstance(v, str) for v in value) and key not in LIST_KEYS:
+            if item is not None and len(value) > 1:
+                item.count("values given as several strings, joined by spaces")
+            return " ".join(v.strip() for v in value)
+        value = [normalize_gt_parse(v, item, key) for v in value]
+        if key in MERGED_KEYS and all(isinstance(v, dict) for v in value):
+            keys = [k for v in value for k in v]
+            if len(keys) == len(set(keys)):
+                merged = {k: x for v in value for k, x in v.items()}
+                return _ordered(merged, CLASS_ORDER.get(key, ()))
+        return value
     return value
 
 
-def _gt_parse(ground_truth: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _normalize_top(parse: dict[str, Any], item: SourceItem | None) -> dict[str, Any]:
+    out = normalize_gt_parse(parse, item)
+    for key in LIST_KEYS:
+        if isinstance(out.get(key), dict):
+            out[key] = [out[key]]
+    for value in out.get("menu", []) if isinstance(out.get("menu"), list) else []:
+        if isinstance(value, dict) and isinstance(value.get("sub"), dict):
+            value["sub"] = [value["sub"]]
+    return out
+
+
+def _gt_parse(
+    ground_truth: Any, item: SourceItem | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(`gt_parse`, `meta`) from a `ground_truth` string/object; raises `_Bad`."""
     if isinstance(ground_truth, (bytes, str)):
         try:
@@ -81,20 +207,21 @@ def _gt_parse(ground_truth: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             ) from None
     if not isinstance(ground_truth, dict):
         raise _Bad(f"'ground_truth' must be a JSON object, got {type(ground_truth).__name__}")
+    meta = ground_truth.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
     if "gt_parse" not in ground_truth:
         if "gt_parses" in ground_truth:
             raise _Bad("'gt_parses' (several answers per image, a VQA layout) is not supported")
         if "valid_line" in ground_truth:
-            raise _Bad(
-                "this is an original CORD release file (valid_line) without 'gt_parse'; "
-                "convert the Hugging Face naver-clova-ix/cord-v2 export instead"
-            )
-        raise _Bad(f"no 'gt_parse' in ground_truth (keys: {sorted(ground_truth)})")
+            parse = gt_parse_from_valid_line(ground_truth["valid_line"])
+            if item is not None:
+                item.count("receipts parsed from valid_line (original release)")
+            return _normalize_top(parse, item), meta
+        raise _Bad(f"no 'gt_parse' or 'valid_line' in ground_truth (keys: {sorted(ground_truth)})")
     parse = ground_truth["gt_parse"]
     if not isinstance(parse, dict):
         raise _Bad(f"'gt_parse' must be a JSON object, got {type(parse).__name__}")
-    meta = ground_truth.get("meta")
-    return normalize_gt_parse(parse), meta if isinstance(meta, dict) else {}
+    return _normalize_top(parse, item), meta
 
 
 def _meta_id(meta: dict[str, Any]) -> str | None:
@@ -106,6 +233,15 @@ def _meta_id(meta: dict[str, Any]) -> str | None:
 
 def _source_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: str(meta[k]) for k in ("split", "image_id") if meta.get(k) is not None}
+
+
+def _tally(where: str) -> SourceItem:
+    """A scratch item that collects the counts of one sample before its item exists."""
+    return SourceItem(id="", fields={}, where=where, source={})
+
+
+def _split(meta: dict[str, Any], path: Path) -> str | None:
+    return split_name(meta.get("split")) or split_from_path(path)
 
 
 def _image_suffix(data: bytes, path: str | None) -> str:
@@ -156,8 +292,9 @@ def _iter_parquet(path: Path, root: Path, opts: ConvertOptions) -> Iterator[Sour
             where = f"{path}: row {row}"
             source = {"file": path.relative_to(root).as_posix(), "row": row}
             row += 1
+            tally = _tally(where)
             try:
-                fields, meta = _gt_parse(rec["ground_truth"])
+                fields, meta = _gt_parse(rec["ground_truth"], tally)
             except _Bad as exc:
                 yield BadItem(where, str(exc))
                 continue
@@ -166,6 +303,8 @@ def _iter_parquet(path: Path, root: Path, opts: ConvertOptions) -> Iterator[Sour
                 fields=fields,
                 where=where,
                 source=source | _source_meta(meta),
+                split=_split(meta, path),
+                counts=tally.counts,
             )
             image = rec.get("image")
             if isinstance(image, dict) and image.get("bytes"):
@@ -189,6 +328,7 @@ def _iter_jsonl(path: Path, root: Path) -> Iterator[SourceItem | BadItem]:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
+        tally = _tally(where)
         try:
             obj = load_json_text(line)
             if not isinstance(obj, dict):
@@ -198,7 +338,7 @@ def _iter_jsonl(path: Path, root: Path) -> Iterator[SourceItem | BadItem]:
                 raise _Bad("expected 'file_name' (the image path, Donut metadata.jsonl layout)")
             if "ground_truth" not in obj:
                 raise _Bad("no 'ground_truth' on this line")
-            fields, meta = _gt_parse(obj["ground_truth"])
+            fields, meta = _gt_parse(obj["ground_truth"], tally)
         except json.JSONDecodeError as exc:
             yield BadItem(where, json_error(exc) + "; fix or delete this line")
             continue
@@ -211,17 +351,20 @@ def _iter_jsonl(path: Path, root: Path) -> Iterator[SourceItem | BadItem]:
             where=where,
             source={"file": path.relative_to(root).as_posix(), "line": lineno} | _source_meta(meta),
             image_refs=[image],
-            search_dirs=[path.parent],
+            search_dirs=image_dirs_near(path.parent),
+            split=_split(meta, path),
+            counts=tally.counts,
         )
 
 
 def _iter_json(path: Path, root: Path) -> Iterator[SourceItem | BadItem]:
     where = str(path)
+    tally = _tally(where)
     try:
         obj = load_json_text(read_text(path))
         if not isinstance(obj, dict):
             raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
-        fields, meta = _gt_parse(obj.get("ground_truth", obj))
+        fields, meta = _gt_parse(obj.get("ground_truth", obj), tally)
     except json.JSONDecodeError as exc:
         yield BadItem(where, json_error(exc) + "; fix or remove the file")
         return
@@ -236,9 +379,9 @@ def _iter_json(path: Path, root: Path) -> Iterator[SourceItem | BadItem]:
         where=where,
         source={"file": path.relative_to(root).as_posix()} | _source_meta(meta),
         image_refs=[image] if isinstance(image, str) and image else stem_refs(path.stem),
-        search_dirs=unique_dirs(
-            [parent, parent.parent / "image", parent.parent / "images", parent.parent / "img"]
-        ),
+        search_dirs=image_dirs_near(parent),
+        split=_split(meta, path),
+        counts=tally.counts,
     )
 
 

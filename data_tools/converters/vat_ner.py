@@ -2,8 +2,15 @@
 
 `--src` is one file or a folder searched recursively for `*.json` / `*.jsonl`. A `.json`
 file holds one object or a list of them; a `.jsonl` file one object per line. `data` is
-kept as written (the schema canonicalises it later); the image is looked for next to the
-label file, then one folder up (`vlm_labels/b0.json` → `b0.jpg` beside `vlm_labels/`).
+kept as written (the schema canonicalises it later).
+
+The published labels (megemini/PaddleOCR-VL-REC `zzsptfp/zzsptfp_ner/b0_ner.json`) name
+the image by the author's own absolute path (`/media/shun/.../zzsptfp/b0.jpg`): an image
+reference that does not exist is looked up by its last path parts and its file name in
+`--image-dir`, next to the label file, one folder up, in the usual image folders and in
+the sibling folder named like the label folder without `_ner` (`zzsptfp_ner/` →
+`zzsptfp/`). The id is the label file's stem without its label suffix (`b0_ner` → `b0`);
+in list and JSONL files, the image's stem.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from data_tools.converters.common import (
     ConvertError,
     ConvertOptions,
     SourceItem,
+    image_dirs_near,
     json_error,
     json_lines,
     load_json_text,
     read_text,
-    rel_id,
+    strip_label_suffix,
     unique_dirs,
 )
 
@@ -57,14 +65,14 @@ def _item(
         return BadItem(where, "'image' must be a non-empty string (the image file name)")
     if not isinstance(data, dict):
         return BadItem(where, f"'data' must be a JSON object of fields, got {type(data).__name__}")
-    item_id = rel_id(path, root) if single else Path(image).with_suffix("").as_posix()
+    stem = path.stem if single else Path(image.replace("\\", "/")).stem
     return SourceItem(
-        id=item_id,
+        id=strip_label_suffix(stem),
         fields=data,
         where=where,
         source=source,
         image_refs=[image],
-        search_dirs=unique_dirs([path.parent, path.parent.parent, root]),
+        search_dirs=unique_dirs([*image_dirs_near(path.parent), root]),
     )
 
 

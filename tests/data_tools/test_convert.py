@@ -154,8 +154,13 @@ FIELD_NAMES += ["Prod_price", "Subtotal", "Tax", "Tips", "Total"]
 CLASSES = ["Ignore", *(f"{n}_{r}" for n in FIELD_NAMES for r in ("value", "key")), "Others"]
 
 
-def box(text: str, label: int) -> dict:
-    return {"box": [1.0, 2.0, 30.0, 2.0, 30.0, 10.0, 1.0, 10.0], "text": text, "label": label}
+def box(text: str, label: int, x: float = 1.0, y: float = 2.0, h: float = 8.0) -> dict:
+    """An MMOCR close-set box at (x, y), 30 wide and `h` high (the corners as published)."""
+    return {
+        "box": [x, y + h, x + 30, y + h, x + 30, y, x, y],
+        "text": text,
+        "label": label,
+    }
 
 
 def make_wildreceipt(root: Path) -> Path:
@@ -169,23 +174,34 @@ def make_wildreceipt(root: Path) -> Path:
             "height": 8,
             "width": 8,
             "annotations": [
-                box("TOTAL", 24),
-                box("$7.50", 23),
-                box("SAFEWAY", 1),
-                box("TM", 25),
-                box("Milk", 11),
-                box("###", 0),
-                box("12 Main St", 3),
-                box("Springfield", 3),
-                box("3.25", 15),
-                box("", 1),
+                box("TOTAL", 24, y=90),
+                box("$7.50", 23, x=80, y=90),
+                box("SAFEWAY", 1, y=0),
+                box("TM", 25, x=40, y=0),
+                box("Milk", 11, y=50),
+                box("###", 0, y=60),
+                box("12 Main St", 3, y=10),
+                box("Springfield", 3, y=20),
+                box("3.25", 15, x=80, y=51),
+                box("", 1, y=99),
             ],
         },
         {
             "file_name": "image_files/Image_16/11/r1.jpeg",
             "height": 8,
             "width": 8,
-            "annotations": [box("Bread", 11), box("Eggs", 11), box("01/02/2020", 7)],
+            # a slanted photo: every price sits 6 px (most of a box height) below its name;
+            # the file lists the columns, not the rows; "Eggs" has no price box, "1.00" no name
+            "annotations": [
+                box("01/02/2020", 7, y=0),
+                box("Bread", 11, y=20),
+                box("Eggs", 11, y=40),
+                box("Jam", 11, y=60),
+                box("2.50", 15, x=80, y=26),
+                box("3.10", 15, x=80, y=66),
+                box("2", 13, x=-40, y=60),
+                box("1.00", 15, x=80, y=100),
+            ],
         },
     ]
     (root / "train.txt").write_text("\n".join(json.dumps(x) for x in lines) + "\n", "utf-8")
@@ -202,25 +218,28 @@ def test_wildreceipt_pairs_key_value_classes(tmp_path):
     recs = by_id(out)
     r0 = recs["image_files/Image_16/11/r0"]
     assert r0.image == "image_files/Image_16/11/r0.jpeg" and r0.doc_type == "receipt"
-    # class-list order; several boxes → list; product columns always lists; Ignore/Others out
+    # class-list order; every field a list of its boxes in reading order, one box or
+    # several; product columns paired into line items; Ignore/Others out
     assert list(r0.fields.items()) == [
-        ("Store_name", "SAFEWAY"),
+        ("Store_name", ["SAFEWAY"]),
         ("Store_addr", ["12 Main St", "Springfield"]),
-        ("Prod_item", ["Milk"]),
-        ("Prod_price", ["3.25"]),
-        ("Total", "$7.50"),
+        ("Items", [{"name": "Milk", "price": "3.25"}]),
+        ("Total", ["$7.50"]),
     ]
     assert r0.meta["key_texts"] == {"Total": ["TOTAL"]}
-    assert r0.meta["source"] == {
-        "format": "wildreceipt",
-        "file": "train.txt",
-        "line": 1,
-        "split": "train",
-    }
+    assert r0.meta["source"] == {"format": "wildreceipt", "file": "train.txt", "line": 1}
+    assert r0.meta["split"] == "train"
     assert recs["image_files/Image_16/11/r1"].fields == {
-        "Date": "01/02/2020",
-        "Prod_item": ["Bread", "Eggs"],
+        "Date": ["01/02/2020"],
+        "Items": [
+            {"name": "Bread", "price": "2.50"},
+            {"name": "Eggs"},
+            {"name": "Jam", "quantity": "2", "price": "3.10"},
+            {"price": "1.00"},
+        ],
     }
+    assert summary.counts["item boxes unpaired (kept as items alone)"] == 2  # Eggs, 1.00
+    assert summary.dropped == {"Others boxes": 1, "Ignore boxes": 1, "boxes with empty text": 1}
 
 
 def test_wildreceipt_errors_name_file_line_and_fix(tmp_path):
@@ -312,7 +331,7 @@ CORD_GT = {
 }
 CORD_FIELDS = {
     "menu": [{"nm": "Nasi Campur Bali", "cnt": "1", "price": "75,000", "sub": [{"nm": "Telur"}]}],
-    "sub_total": {"subtotal_price": "75,000", "tax_price": "7500"},
+    "sub_total": [{"subtotal_price": "75,000", "tax_price": "7500"}],
     "total": {"total_price": "82,500", "cashprice": "100000.5", "changeprice": "17,500"},
 }
 
@@ -339,7 +358,8 @@ def test_cord_parquet_extracts_images_and_normalises_menu(tmp_path):
     convert("cord", tmp_path / "data", out)
     recs = by_id(out)
     assert recs["train/0"].fields == CORD_FIELDS
-    assert recs["train/1"].fields == {"menu": [{"nm": ["ICE", "TEA"], "price": "9"}, {"nm": "B"}]}
+    # a value given as several strings is joined, as the v1 export joins two lines
+    assert recs["train/1"].fields == {"menu": [{"nm": "ICE TEA", "price": "9"}, {"nm": "B"}]}
     assert recs["train/0"].image == "cord_images/train_0.png"
     assert (tmp_path / "cord_images" / "train_0.png").read_bytes() == png.read_bytes()
     assert recs["train/0"].meta["source"] == {
@@ -349,6 +369,7 @@ def test_cord_parquet_extracts_images_and_normalises_menu(tmp_path):
         "split": "train",
         "image_id": "0",
     }
+    assert recs["train/0"].meta["split"] == "train"
     # a re-run gives the same bytes (stable ids, nothing random)
     first = out.read_bytes()
     convert("cord", tmp_path / "data", out)
@@ -370,8 +391,8 @@ def test_cord_donut_jsonl_and_json_files(tmp_path):
     (rec,) = read_labels(tmp_path / "b.jsonl")
     assert rec.id == "json/receipt_00007" and rec.fields == {"total": {"total_price": "5"}}
 
-    write_json(tmp_path / "orig" / "receipt_00000.json", {"valid_line": [], "meta": {}})
-    with pytest.raises(ConvertError, match=r"receipt_00000\.json: this is an original CORD"):
+    write_json(tmp_path / "orig" / "receipt_00000.json", {"meta": {}, "roi": {}})
+    with pytest.raises(ConvertError, match=r"receipt_00000\.json: no 'gt_parse' or 'valid_line'"):
         convert("cord", tmp_path / "orig", tmp_path / "c.jsonl")
 
 
@@ -426,10 +447,12 @@ def test_xfund_links_become_key_values(tmp_path):
     (rec,) = read_labels(tmp_path / "out.jsonl")
     assert rec.id == "zh_val_0" and rec.image == "zh.val/zh_val_0.jpg" and rec.doc_type == "form"
     assert list(rec.fields.items()) == [
-        ("姓名", ["夏艳辰", "李雷"]),  # the same question twice collects both answers
+        # the same question twice is a repeated block, never merged into one list
+        ("[姓名]", [{"姓名": "夏艳辰"}, {"姓名": "李雷"}]),
         ("住址", ["北京市", "海淀区"]),
         ("电话", ""),
     ]
+    assert rec.meta["split"] == "val"
     assert rec.meta["headers"] == ["个人信息"]
     assert rec.meta["unlinked_answers"] == ["无主答案"]
     assert rec.meta["source"] == {"format": "xfund", "file": "zh.val.json", "document": "zh_val_0"}
