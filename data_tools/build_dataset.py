@@ -66,6 +66,7 @@ from data_tools.sft import FORMATS, record_line, request_row
 log = logging.getLogger("data_tools.build_dataset")
 
 VARIANT_KINDS = ("full", "key", "keys", "structured")
+DEFAULT_KIND_WEIGHTS = {"key": 0.4, "keys": 0.3, "structured": 0.3}
 SPLIT_MODES = ("hash", "source")
 # meta.split values of the published datasets → our two sides
 SOURCE_SPLITS = {
@@ -103,11 +104,11 @@ class BuildConfig:
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
     max_keys: int = 5  # most top-level keys in one multi-key prompt
-    kind_weights: dict[str, float] = field(
-        default_factory=lambda: {"key": 0.4, "keys": 0.3, "structured": 0.3}
-    )
+    # how partial variants are drawn; a kind not named keeps its default weight, 0 turns it off
+    kind_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_KIND_WEIGHTS))
 
     def __post_init__(self) -> None:
+        self.kind_weights = {**DEFAULT_KIND_WEIGHTS, **self.kind_weights}
         self.validate()
 
     def validate(self) -> None:
@@ -193,7 +194,10 @@ def sample_requests(
         else:  # structured: sub-keys of one container, maybe with a few plain keys
             ck = rng.choice(containers)
             value = fields[ck]
-            sub_source = value if isinstance(value, dict) else value[0]
+            sub_source = value if isinstance(value, dict) else {}
+            for item in value if isinstance(value, list) else []:  # the union of the items' keys
+                for k, v in item.items():
+                    sub_source.setdefault(k, v)
             sub_keys = list(sub_source)
             chosen = rng.sample(sub_keys, rng.randint(1, len(sub_keys)))
             sub = {k: placeholder_for(sub_source[k]) for k in chosen}
