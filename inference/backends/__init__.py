@@ -3,6 +3,7 @@
 ============================  ==============================================================
 name                          runs
 ============================  ==============================================================
+``auto``                      the fastest engine for the device (``inference.backends.auto``)
 ``paddlex``                   PaddleX DocVLM predictor on a local model dir (Paddle)
 ``paddlex-pipeline``          patched PaddleOCR-VL pipeline v1, layout detection off (Paddle)
 ``transformers``              AutoModelForImageTextToText (torch, ``.venv-torch``)
@@ -31,7 +32,7 @@ from inference.backends.base import (
 )
 from inference.backends.ocr_llm import LlmPrompting, OcrSettings
 
-BACKENDS = ("paddlex", "paddlex-pipeline", "transformers", "openai", "ocr-llm", "fake")
+BACKENDS = ("auto", "paddlex", "paddlex-pipeline", "transformers", "openai", "ocr-llm", "fake")
 
 __all__ = [
     "BACKENDS",
@@ -57,7 +58,7 @@ class BackendConfig:
     the OCR + LLM pipeline only.
     """
 
-    backend: str = "paddlex"
+    backend: str = "auto"  # the fastest engine for the device: inference.backends.auto
     model_dir: str | None = None
     model_name: str = MODEL_NAME
     device: str = "cpu"
@@ -81,6 +82,10 @@ class BackendConfig:
 def make_backend(cfg: BackendConfig) -> Backend:
     """Build the backend `cfg.backend` (raises `BackendUnavailable` with what to do)."""
     options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)
+    if cfg.backend == "auto":
+        from inference.backends.auto import resolve
+
+        cfg = resolve(cfg)
     needs_dir = cfg.backend in ("paddlex", "paddlex-pipeline", "transformers")
     if needs_dir and not cfg.model_dir:
         raise BackendUnavailable(f"backend {cfg.backend!r} needs a model dir (--model-dir)")

@@ -56,6 +56,14 @@ def _check_model_dir(model_dir: str | Path) -> Path:
     return path
 
 
+def _fast_cpu_attention(device: str) -> None:
+    """On CPU, swap PaddleX's O(L^2)-memory SigLIP attention for query blocks (same numbers)."""
+    if device.split(":")[0].lower() == "cpu":
+        from inference.backends import paddlex_attention
+
+        paddlex_attention.apply()
+
+
 def _pixels_kept(image: Image.Image) -> dict[str, int]:
     """min/max pixels that make the processor keep this (already grid-sized) image as is."""
     w, h = image.size
@@ -84,6 +92,7 @@ class PaddleXModelBackend(Backend):
             raise BackendUnavailable(
                 f"paddlex is not importable ({e}); use the Paddle environment (.venv)"
             ) from e
+        _fast_cpu_attention(device)
         self._model = paddlex.create_model(
             model_name=model_name, model_dir=str(self.model_dir), device=device
         )
@@ -165,6 +174,7 @@ class PaddleXPipelineBackend(Backend):
                 "the installed PaddleX refuses custom prompt labels: run `make patch` "
                 "(python -m patches.paddlex_prompt apply) or use --backend paddlex"
             )
+        _fast_cpu_attention(device)
         self._pipeline = PaddleOCRVL(
             pipeline_version="v1",
             vl_rec_model_name=model_name,
