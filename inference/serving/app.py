@@ -397,7 +397,7 @@ def _parse_body(body: bytes, limits: ParseLimits) -> Any:
         return loads_bounded(body, limits)
     except JsonLimitError as e:
         raise ApiError(
-            413 if "characters" in str(e) else 400, f"body: {e}", "invalid_json"
+            413 if str(e).startswith("JSON text of") else 400, f"body: {e}", "invalid_json"
         ) from None
     except json.JSONDecodeError as e:
         raise ApiError(

@@ -32,7 +32,11 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
 class RedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str | None]) -> None:
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -48,14 +52,15 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_redaction(secrets: Iterable[str | None]) -> RedactingFilter:
-    """Attach one filter to the service's and uvicorn's loggers (and their handlers)."""
-    f = RedactingFilter(secrets)
-    for name in LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(x, RedactingFilter) for x in logger.filters):
-            logger.addFilter(f)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(x, RedactingFilter) for x in handler.filters):
-            handler.addFilter(f)
-    return f
+def install_redaction(secrets: Iterable[str | None]) -> None:
+    """Redact `secrets` (and URL userinfo, bearer tokens) in the service's and uvicorn's
+    loggers and in the root logger's handlers; a second call adds its secrets."""
+    secrets = list(secrets)
+    targets: list[logging.Filterer] = [logging.getLogger(name) for name in LOGGERS]
+    targets += logging.getLogger().handlers
+    for target in targets:
+        existing = next((f for f in target.filters if isinstance(f, RedactingFilter)), None)
+        if existing is None:
+            target.addFilter(RedactingFilter(secrets))
+        else:
+            existing.add(secrets)

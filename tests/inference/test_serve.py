@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import io
 import json
 import re
-import socket
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,76 +16,9 @@ from PIL import Image
 from inference.backends import Backend, Generation, GenerationOptions
 from inference.extractor import Extractor
 from inference.imaging import ImageOptions
-from inference.serving.app import create_app
 from inference.serving.config import ConfigError, ServeConfig
-from inference.serving.connections import uvicorn_config
 from inference.serving.loadgen import plan_requests, png_bomb, run_load
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """uvicorn serving an ASGI app in a background thread on 127.0.0.1."""
-
-    def __init__(self, app, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        import uvicorn
-
-        self.port = free_port()
-        config = uvicorn_config(
-            app, "127.0.0.1", self.port, log_level="warning", lifespan="on", **kwargs
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-@contextlib.contextmanager
-def serving(app, **kwargs) -> Iterator[ServerThread]:  # type: ignore[no-untyped-def]
-    with ServerThread(app, **kwargs) as server:
-        yield server
-
-
-SMALL = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 64}
-REPO = Path(__file__).resolve().parents[2]
-
-
-def png_bytes(size: tuple[int, int] = (160, 120)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (240, 240, 230)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def make_service(backend: dict | None = None, extractor: Extractor | None = None, **sections):  # type: ignore[no-untyped-def]
-    cfg = ServeConfig.from_dict(
-        {
-            "backend": backend or {"backend": "fake"},
-            "image": SMALL,
-            "auth": {"api_key_env": None},
-            **sections,
-        }
-    )
-    ex = extractor or Extractor.from_config(cfg.backend, image_options=cfg.image, schema=cfg.schema)
-    return create_app(ex, cfg), cfg
+from tests.hostile.servers import REPO, SMALL, make_service, png_bytes, serving
 
 
 def chat_body(image: bytes, prompt: str) -> dict:
