@@ -59,7 +59,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
@@ -80,6 +79,7 @@ from data_tools.llm_client import (
     FatalLLMError,
     LLMError,
     RequestRejected,
+    preflight,
     user_message,
 )
 from data_tools.parsing import ParsedOutput, parse_model_output
@@ -739,39 +739,6 @@ async def run_workers(
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def preflight(client: AsyncChatClient) -> None:
-    """``GET /models`` on every base URL before the run: a wrong key stops here, an unreachable
-    server is named, and a model the server does not list is warned about."""
-    reachable = 0
-    for url in client.config.base_urls:
-        one_cfg = {**asdict(client.config), "base_urls": [url], "max_concurrency": 1}
-        one = AsyncChatClient(EndpointConfig.from_dict(one_cfg))
-        try:
-            models = await one.list_models()
-        except FatalLLMError:
-            raise
-        except Exception as exc:  # 404 on /models, a proxy, ...: the chat calls will tell
-            log.warning("preflight: GET %s/models failed (%s)", url, exc)
-            if not isinstance(exc, httpx.TransportError):
-                reachable += 1
-            continue
-        finally:
-            await one.aclose()
-        reachable += 1
-        if models and client.config.model not in models:
-            log.warning(
-                "preflight: %s serves %s, not %r; check client.model",
-                url,
-                models,
-                client.config.model,
-            )
-    if not reachable:
-        raise LabelConfigError(
-            f"no endpoint reachable: {client.config.base_urls}; is the server up? "
-            "(FastDeploy: curl -i http://HOST:PORT/health)"
-        )
 
 
 @contextlib.contextmanager

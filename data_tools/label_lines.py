@@ -58,7 +58,6 @@ from data_tools.label import (
     LabelConfigError,
     add_run_arguments,
     apply_overrides,
-    preflight,
     run_overrides,
     run_workers,
 )
@@ -67,6 +66,7 @@ from data_tools.llm_client import (
     EndpointConfig,
     FatalLLMError,
     LLMError,
+    preflight,
     user_message,
 )
 from data_tools.normalize import normalize_text

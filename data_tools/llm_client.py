@@ -66,6 +66,9 @@ from typing import Any
 
 import httpx
 
+from data_tools.config import redact_url
+from data_tools.runner import FatalError
+
 log = logging.getLogger(__name__)
 
 POOL_CONNECTIONS = 8  # connections per httpx pool (see AsyncChatClient.__init__)
@@ -94,8 +97,14 @@ class LLMError(RuntimeError):
         self.body = body
 
 
-class FatalLLMError(LLMError):
-    """401/403: the key is wrong or lacks access; every further call would fail too."""
+class FatalLLMError(LLMError, FatalError):
+    """401/403: the key is wrong or lacks access; every further call would fail too.
+
+    A ``runner.FatalError``: a batch run stops (exit 3) and a rerun continues."""
+
+
+class EndpointUnreachable(FatalLLMError):
+    """No base URL answered at all (connection refused, DNS, timeout) at the preflight."""
 
 
 class RequestRejected(LLMError):
@@ -452,6 +461,40 @@ class AsyncChatClient:
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             return f"malformed 200 response ({type(e).__name__}: {e}) at {base}"
+
+
+async def preflight(client: AsyncChatClient) -> None:
+    """``GET /models`` on every base URL before the run: a wrong key stops here, an unreachable
+    server is named, and a model the server does not list is warned about."""
+    reachable = 0
+    for url in client.config.base_urls:
+        one = AsyncChatClient(
+            dataclasses.replace(client.config, base_urls=[url], max_concurrency=1)
+        )
+        try:
+            models = await one.list_models()
+        except FatalLLMError:
+            raise
+        except Exception as exc:  # 404 on /models, a proxy, ...: the chat calls will tell
+            log.warning("preflight: GET %s/models failed (%s)", redact_url(url), exc)
+            if not isinstance(exc, httpx.TransportError):
+                reachable += 1
+            continue
+        finally:
+            await one.aclose()
+        reachable += 1
+        if models and client.config.model not in models:
+            log.warning(
+                "preflight: %s serves %s, not %r; check client.model",
+                redact_url(url),
+                models,
+                client.config.model,
+            )
+    if not reachable:
+        raise EndpointUnreachable(
+            f"no endpoint reachable: {[redact_url(u) for u in client.config.base_urls]}; is the "
+            "server up? (FastDeploy / vLLM: curl -i http://HOST:PORT/v1/models)"
+        )
 
 
 class SyncChatClient:

@@ -194,8 +194,17 @@ class Extractor:
 
         Pass the result to `extract` / `aextract` for every prompt on that image: it is
         not prepared again (`extract_many` does exactly that).
+
+        A backend that caches by source file (``wants_source_sha256``: the OCR + LLM
+        pipeline, whose OCR cache the OCR-ceiling command reads) finds the file's sha256 in
+        ``prepared.image.info["source_sha256"]``.
         """
-        return prepare_image(image, self.image_options)
+        prepared = prepare_image(image, self.image_options)
+        if getattr(self.backend, "wants_source_sha256", False) and isinstance(image, str | Path):
+            from inference.ocr_cache import image_sha256
+
+            prepared.image.info["source_sha256"] = image_sha256(image)
+        return prepared
 
     async def aprepare(self, image: ImageInput | PreparedImage) -> PreparedImage:
         """`prepare` in a worker thread (decoding is CPU work)."""

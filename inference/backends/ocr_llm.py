@@ -9,16 +9,16 @@ Per image:
 1. **OCR** — a PaddleOCR text pipeline (``data_tools.ppocr``; default the offline
    PP-OCRv6 small ONNX models from the rapidocr wheel, ``preset: server`` selects PP-OCRv6
    medium for GPU users) on the image the extractor prepared. Lines come in reading order
-   and are cached on disk (``inference.ocr_cache``) keyed by a hash of the image's pixels,
-   under the OCR configuration's identity (preset, options, model fingerprint).
+   and are cached on disk (``inference.ocr_cache``) keyed by the source file's sha256 (the
+   pixels' hash for in-memory images), under the OCR configuration's identity (preset,
+   options, model fingerprint); ``eval.ocr_ceiling`` reads that cache against gold.
 2. **LLM** — any OpenAI-compatible endpoint (``data_tools.llm_client``; by default
    FastDeploy serving ERNIE-4.5-21B-A3B-Paddle) gets the OCR text and exactly the JSON
    skeleton the prompt requests (the prompt grammar the VLM gets; ``OCR:{}`` = the schema's
    whole skeleton) and answers JSON, which the extractor parses like any model output.
 
 The generation carries ``info`` for the prediction row: per-stage latency (``ocr``,
-``llm``), the OCR line count, whether the OCR came from the cache, and the OCR text itself
-(``eval.ocr_ceiling --pred`` computes the OCR ceiling from it).
+``llm``), the OCR line count and whether the OCR came from the cache.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ class OcrLlmBackend(Backend):
     """PP-OCR text → an LLM behind an OpenAI-compatible endpoint → JSON text."""
 
     name = "ocr-llm"
+    wants_source_sha256 = True  # the OCR cache is keyed by the source file (eval.ocr_ceiling)
 
     def __init__(
         self,
@@ -189,7 +190,9 @@ class OcrLlmBackend(Backend):
     # ------------------------------------------------------------ stages
     def run_ocr(self, image: Image.Image) -> tuple[list[Any], float, bool]:
         """(lines, OCR seconds, cache hit); on a hit the seconds are the original run's."""
-        key = pixels_sha256(image) if self.cache is not None else ""
+        key = ""
+        if self.cache is not None:  # the source file's hash when known, else the pixels'
+            key = image.info.get("source_sha256") or pixels_sha256(image)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -242,7 +245,7 @@ class OcrLlmBackend(Backend):
             model=self.model_name,
             info={
                 "stage_latency_s": {"ocr": round(ocr_s, 4), "llm": round(result.latency_s, 4)},
-                "ocr": {"source": "ocr", "cache_hit": hit, "n_lines": len(lines), "text": text},
+                "ocr": {"source": "ocr", "cache_hit": hit, "n_lines": len(lines)},
             },
         )
 

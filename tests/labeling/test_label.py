@@ -201,10 +201,11 @@ def test_401_stops_the_run_with_exit_3(invoice_set, tmp_path: Path, monkeypatch)
     assert _lines(out2 / "failures.jsonl") == []  # not blamed on the images
 
 
-def test_unreachable_endpoint_is_named(invoice_set, tmp_path: Path) -> None:
+def test_unreachable_endpoint_is_fatal_and_named(invoice_set, tmp_path: Path) -> None:
     inv = invoice_set(1)
-    with pytest.raises(LabelConfigError, match="no endpoint reachable"):
-        run(fast_config("http://127.0.0.1:9/v1", inv.folder, tmp_path / "o"))
+    summary = run(fast_config("http://127.0.0.1:9/v1", inv.folder, tmp_path / "o"))
+    assert summary.exit_code == 3 and "no endpoint reachable" in summary.fatal
+    assert _lines(tmp_path / "o" / "failures.jsonl") == []  # not blamed on the images
 
 
 def _disagreeing(inv, bad: set[str]):
