@@ -76,8 +76,8 @@ qa: $(STAMP)  ## label QA, exit 1 on a hard failure: make qa LABELS=labels.jsonl
 label-lines: $(STAMP)  ## PP-OCR line crops read twice by the VLM → rec_gt.txt: make label-lines ARGS="images=DIR out_dir=DIR"
 	$(PY) -m data_tools.label_lines --config $(or $(CONFIG),configs/label/text_lines.yaml) $(ARGS)
 
-convert: $(STAMP)  ## convert a public dataset: make convert FORMAT=sroie SRC=path OUT=labels.jsonl
-	$(PY) -m data_tools.convert --format $(FORMAT) --src $(SRC) --out $(OUT) $(ARGS)
+convert: $(STAMP)  ## convert a public dataset: make convert FORMAT=sroie SRC=path OUT=labels.jsonl [ARGS=--report]
+	$(PY) -m data_tools.convert --format "$(FORMAT)" --src "$(SRC)" --out "$(OUT)" $(ARGS)
 
 dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OUT=data/sft [CONFIG=...]
 	$(PY) -m data_tools.build_dataset --config $(or $(CONFIG),configs/dataset/vat_invoice.yaml) --labels $(LABELS) --out-dir $(OUT) $(ARGS)
