@@ -554,3 +554,65 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert [r.id for r in read_labels(out)] == ["X1"]
     usage = run_cli("--format", "nope", "--src", str(key), "--out", str(out))
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+# ---------------------------------------------------------------- image search, shapes, report
+
+
+def test_image_locator_last_path_parts_name_search_and_ambiguity(tmp_path):
+    from data_tools.converters.common import ImageLocator, SourceItem
+
+    pics = tmp_path / "pics"
+    a = image(pics / "2016" / "zzsptfp" / "b0.jpg", "JPEG")
+    image(pics / "2017" / "other" / "b0.jpg", "JPEG")
+    image(pics / "deep" / "er" / "c1.jpg", "JPEG")
+
+    def item(ref: str) -> SourceItem:
+        return SourceItem(id="x", fields={}, where="w", source={}, image_refs=[ref])
+
+    locator = ImageLocator(pics)
+    # an absolute path from someone else's disk: its last parts under --image-dir
+    found, _ = locator.locate(item("/media/shun/2016/zzsptfp/b0.jpg"))
+    assert found == a
+    # a name found twice below --image-dir: the longer matching tail decides
+    found, _ = locator.locate(item("/elsewhere/zzsptfp/b0.jpg"))
+    assert found == a
+    found, tried = locator.locate(item("/elsewhere/b0.jpg"))
+    assert found is None and "2 files named 'b0.jpg'" in tried[-1] and "ambiguous" in tried[-1]
+    # a name found once, anywhere below --image-dir
+    found, _ = locator.locate(item("C:\\scans\\c1.jpg"))
+    assert found == pics / "deep" / "er" / "c1.jpg"
+    found, tried = ImageLocator(None).locate(item("/nowhere/q.png"))
+    assert found is None and tried == ["/nowhere/q.png"]
+
+
+def test_one_shape_per_key_across_a_dataset_and_the_report(tmp_path):
+    from data_tools.converters.shapes import unify_shapes
+
+    records = [
+        {"a": "x", "o": {"k": "1"}, "m": "s"},
+        {"a": ["y", "z"], "o": [{"k": "2"}, {"k": "3", "j": "4"}], "m": {"n": "t"}},
+        {"a": "", "o": []},
+    ]
+    unified, report = unify_shapes(records)
+    assert unified[0] == {"a": ["x"], "o": [{"k": "1"}], "m": "s"}
+    assert unified[2] == {"a": [], "o": []}  # an empty string is an empty list, not [""]
+    assert unified[1] == records[1]
+    assert report.promoted == {("a",): ("list of strings", 2), ("o",): ("list of objects", 1)}
+    # a string here and an object there: left alone, reported
+    assert report.conflicts == {("m",): {"string": 1, "object": 1}}
+
+    # --report on the CLI: the file beside the output and the summary on stdout
+    write_json(tmp_path / "k" / "X1.json", {"company": "A", "total": None})
+    write_json(tmp_path / "k" / "X2.json", {"company": "B", "total": "2.00"})
+    image(tmp_path / "k" / "X1.jpg", "JPEG")
+    image(tmp_path / "k" / "X2.jpg", "JPEG")
+    out = tmp_path / "out" / "sroie.jsonl"
+    done = run_cli("--format", "sroie", "--src", str(tmp_path / "k"), "--out", str(out), "--report")
+    assert done.returncode == 0, done.stderr
+    assert "records in 2, out 2" in done.stdout and "total: string ×2" in done.stdout
+    saved = json.loads((tmp_path / "out" / "sroie.report.json").read_text(encoding="utf-8"))
+    assert saved["records_in"] == saved["records_out"] == 2
+    assert saved["fields"]["company"] == {"string": 2}
+    assert saved["empty_values"] == {"total": 1}
+    assert saved["dropped"] == {"null/true/false values written as strings": 1}
