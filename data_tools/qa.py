@@ -1,6 +1,11 @@
 """Label QA: hard rules a correct VAT invoice label cannot break, run like a linter.
 
-    python -m data_tools.qa --labels labels.jsonl [--schema vat_invoice] [--out labels.qa.jsonl]
+    python -m data_tools.qa --labels labels.jsonl [--schema auto|none|NAME|PATH] [--out labels.qa.jsonl]
+
+``--schema auto`` (the default) checks each record against the schema named by its
+``doc_type`` (``configs/schemas/<doc_type>.yaml``) and runs only the schema-free checks on
+records whose doc_type has none (a SROIE receipt is not a VAT invoice); ``--schema none``
+runs only the schema-free checks; a name or path applies that schema to every record.
 
 Every record gets ``meta.qa = {"verdict": "pass"|"fail", "hard": [...], "soft": [...],
 "skipped": [...]}``; each reason starts with its rule's name (``sums.amount: ...``). A summary is
@@ -17,6 +22,10 @@ rule                     kind  what it checks
 =======================  ====  =================================================================
 ``required``             hard  every required key of the schema is present and non-empty
 ``canonical``            soft  the fields are already in the schema's canonical shape
+``types``                hard  every schema key has the schema's shape: an object, a list (of
+                               objects or of strings) or a string (not ``合计: "abc"``, not
+                               the item list as one string); an empty string for a container
+                               is a soft warning
 ``values``               hard  amount / number / date / percent leaves read as their type
 ``invoice_code``         hard  发票代码 has 10 or 12 digits (may be empty on a 20-digit
                                fully digital invoice)
@@ -34,7 +43,16 @@ rule                     kind  what it checks
 ``line.tax_rate``        soft  金额 × 税率 ≈ 税额 (±0.02)
 =======================  ====  =================================================================
 
-Other schemas get the generic rules (``required``, ``canonical``, ``values``).
+Other schemas get the generic rules (``required``, ``canonical``, ``types``, ``values``).
+Without a schema, the schema-free rules run:
+
+=======================  ====  =================================================================
+``nonempty``             hard  at least one field holds a value (an all-empty label teaches the
+                               model to answer nothing)
+``key_types``            soft  (over the whole file) a key has one shape across the records:
+                               ``Total`` a string on one receipt and a list on another makes
+                               the dataset builder ask for both
+=======================  ====  =================================================================
 """
 
 from __future__ import annotations
@@ -60,7 +78,14 @@ from data_tools.normalize import (
     parse_number,
 )
 from data_tools.records import LabelFormatError, read_labels
-from data_tools.schema import CanonicalizeReport, Schema, SchemaError, load_schema
+from data_tools.schema import (
+    SCHEMA_DIR,
+    CanonicalizeReport,
+    FieldSpec,
+    Schema,
+    SchemaError,
+    load_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +131,7 @@ class Context:
     """What a rule sees: canonical fields, the schema, and where to put its findings."""
 
     fields: dict[str, Any]
-    schema: Schema
+    schema: Schema | None
     result: QAResult
     raw_fields: dict[str, Any]
 
@@ -184,6 +209,73 @@ def _walk_leaves(value: Any, path: tuple[str, ...], label: str) -> Iterable[tupl
             yield from _walk_leaves(v, path, f"{label}[{i}]")
     else:
         yield path, label, value
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"
+
+
+def _check_types(ctx: Context, value: Any, spec: FieldSpec, label: str) -> None:
+    if spec.type == "object":
+        want = "an object"
+    elif spec.type == "list":
+        want = "a list of objects" if spec.fields else "a list of strings"
+    else:
+        want = "a string"
+    if spec.type in ("object", "list"):
+        if isinstance(value, str) and not value.strip():
+            empty = "{}" if spec.type == "object" else "[]"
+            ctx.soft(
+                "types", f"{label} is an empty string; the schema wants {want} (empty: {empty})"
+            )
+            return
+        ok = isinstance(value, dict) if spec.type == "object" else isinstance(value, list)
+        if not ok:
+            ctx.hard(
+                "types", f"{label} is {_shape(value)} ({value!r:.40}); the schema wants {want}"
+            )
+            return
+        if spec.type == "object":
+            _check_type_fields(ctx, value, spec.fields, label)
+            return
+        for i, item in enumerate(value):
+            here = f"{label}[{i}]"
+            if spec.fields:
+                if isinstance(item, dict):
+                    _check_type_fields(ctx, item, spec.fields, here)
+                else:
+                    ctx.hard(
+                        "types", f"{here} is {_shape(item)} ({item!r:.40}); {label} wants objects"
+                    )
+            elif not isinstance(item, str):
+                ctx.hard("types", f"{here} is {_shape(item)}; {label} wants strings")
+    elif not isinstance(value, str):
+        ctx.hard("types", f"{label} is {_shape(value)}; the schema wants {want} ({spec.type})")
+
+
+def _check_type_fields(
+    ctx: Context, obj: dict[str, Any], specs: dict[str, FieldSpec], label: str
+) -> None:
+    for key, value in obj.items():
+        spec = specs.get(key)
+        if spec is not None:
+            _check_types(ctx, value, spec, f"{label}.{key}" if label else key)
+
+
+def rule_types(ctx: Context) -> None:
+    if ctx.schema is not None:
+        _check_type_fields(ctx, ctx.fields, ctx.schema.fields, "")
+
+
+def rule_nonempty(ctx: Context) -> None:
+    if all(_blank(v) for _, _, v in _walk_leaves(ctx.fields, (), "")):
+        ctx.hard("nonempty", "every field is empty: nothing to train on or score against")
 
 
 def rule_values(ctx: Context) -> None:
@@ -388,8 +480,10 @@ def rule_tax_rate(ctx: Context) -> None:
 
 
 RULES: dict[str, Callable[[Context], None]] = {
+    "nonempty": rule_nonempty,
     "required": rule_required,
     "canonical": rule_canonical,
+    "types": rule_types,
     "values": rule_values,
     "invoice_code": rule_invoice_code,
     "invoice_number": rule_invoice_number,
@@ -402,8 +496,9 @@ RULES: dict[str, Callable[[Context], None]] = {
     "line.qty_x_price": rule_qty_x_price,
     "line.tax_rate": rule_tax_rate,
 }
-GENERIC_RULES = ("required", "canonical", "values")
-VAT_RULES = tuple(RULES)
+SCHEMA_FREE_RULES = ("nonempty",)
+GENERIC_RULES = ("required", "canonical", "types", "values")
+VAT_RULES = tuple(r for r in RULES if r not in SCHEMA_FREE_RULES)
 
 
 def rules_for(schema: Schema | None, doc_type: str = "") -> tuple[str, ...]:
@@ -428,12 +523,14 @@ def check_fields(
     labeler's case); then the ``canonical`` rule is not run either.
     """
     result = QAResult()
-    if schema is None:
+    if schema is None and rules is None:
         return result
     names = tuple(rules) if rules is not None else rules_for(schema, doc_type)
-    if canonical:
+    if schema is None:  # only the schema-free rules can run
+        names = tuple(n for n in names if n in SCHEMA_FREE_RULES)
+    if canonical or schema is None:
         names = tuple(n for n in names if n != "canonical")
-        canon = fields
+        canon = fields if isinstance(fields, dict) else {}
     else:
         canon = schema.canonicalize(fields) if isinstance(fields, dict) else {}
     ctx = Context(fields=canon, schema=schema, result=result, raw_fields=fields)
@@ -446,10 +543,97 @@ def check_fields(
     return result
 
 
+# ---------------------------------------------------------------- dataset-wide checks
+def _value_shapes(value: Any, label: str, out: dict[str, str]) -> None:
+    """The shape of every keyed value: `{"Total": "a list", "menu[].nm": "a string"}`."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{label}.{k}" if label else k
+            out.setdefault(here, _shape(v))
+            _value_shapes(v, here, out)
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, dict):
+                _value_shapes(v, f"{label}[]", out)
+
+
+def key_type_flips(all_fields: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Per record, the soft ``key_types`` findings: keys whose shape differs from the shape
+    most records give them (empty values, which fit any shape, are not counted)."""
+    shapes = []
+    counts: dict[str, Counter[str]] = {}
+    for fields in all_fields:
+        found: dict[str, str] = {}
+        _value_shapes(fields, "", found)
+        blank = {k for k, v in _flat_values(fields, "") if _blank(v)}
+        found = {k: v for k, v in found.items() if k not in blank}
+        shapes.append(found)
+        for k, shape in found.items():
+            counts.setdefault(k, Counter())[shape] += 1
+    out = []
+    for found in shapes:
+        notes = []
+        for k, shape in found.items():
+            c = counts[k]
+            if len(c) > 1:
+                major, n_major = c.most_common(1)[0]
+                if shape != major:
+                    notes.append(
+                        f"key_types: {k} is {shape} here but {major} in {n_major} other "
+                        f"record(s) ({', '.join(f'{s} {n}' for s, n in c.most_common())}); "
+                        "give the key one shape across the dataset"
+                    )
+        out.append(notes)
+    return out
+
+
+def _flat_values(value: Any, label: str) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{label}.{k}" if label else k
+            yield here, v
+            yield from _flat_values(v, here)
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, dict):
+                yield from _flat_values(v, f"{label}[]")
+
+
 # ---------------------------------------------------------------- CLI
 def _default_out(labels: Path) -> Path:
     name = labels.name[: -len(".jsonl")] if labels.name.endswith(".jsonl") else labels.name
     return labels.with_name(name + ".qa.jsonl")
+
+
+class SchemaChooser:
+    """The schema for each record: one for all (a name or path), none, or `auto` (the one
+    named by the record's doc_type, if the project has it)."""
+
+    def __init__(self, choice: str) -> None:
+        self.choice = choice
+        self._fixed: Schema | None = None
+        self._by_doc_type: dict[str, Schema | None] = {}
+        if choice not in ("auto", "none"):
+            self._fixed = load_schema(choice)
+
+    def __call__(self, doc_type: str) -> Schema | None:
+        if self.choice == "none":
+            return None
+        if self._fixed is not None:
+            return self._fixed
+        if doc_type not in self._by_doc_type:
+            known = doc_type and (SCHEMA_DIR / f"{doc_type}.yaml").is_file()
+            self._by_doc_type[doc_type] = load_schema(doc_type) if known else None
+        return self._by_doc_type[doc_type]
+
+    def describe(self) -> str:
+        if self.choice != "auto":
+            return self.choice
+        used = sorted(
+            f"{d or '(none)'} → {s.name if s else 'schema-free checks'}"
+            for d, s in self._by_doc_type.items()
+        )
+        return "auto (" + "; ".join(used) + ")"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,7 +642,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Hard QA rules for labels; exit 1 when any record fails one.",
     )
     ap.add_argument("--labels", required=True, type=Path, help="canonical labels.jsonl")
-    ap.add_argument("--schema", default="vat_invoice", help="schema name or YAML path")
+    ap.add_argument(
+        "--schema",
+        default="auto",
+        help="auto (default: the schema named by each record's doc_type, schema-free checks "
+        "where there is none), none (schema-free checks only), or a schema name / YAML path",
+    )
     ap.add_argument("--out", type=Path, help="records with meta.qa (default: L.qa.jsonl)")
     ap.add_argument("--no-out", action="store_true", help="only print the summary")
     ap.add_argument("--show", type=int, default=20, help="failing records to list (default 20)")
@@ -466,15 +655,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     try:
-        schema = load_schema(args.schema)
+        choose = SchemaChooser(args.schema)
         records = read_labels(args.labels)
+        schemas = [choose(rec.doc_type) for rec in records]
     except (SchemaError, LabelFormatError, FileNotFoundError) as exc:
         log.error("error: %s", exc)
         return 2
 
-    n_fail, rule_fails, shown = 0, Counter[str](), 0
-    for rec in records:
-        res = check_fields(rec.fields, schema, doc_type=rec.doc_type)
+    flips = key_type_flips([rec.fields for rec in records])
+    n_fail, rule_fails, shown, n_flips = 0, Counter[str](), 0, 0
+    for rec, schema, flip in zip(records, schemas, flips, strict=True):
+        if schema is None:
+            res = check_fields(rec.fields, None, rules=SCHEMA_FREE_RULES)
+        else:
+            res = check_fields(rec.fields, schema, doc_type=rec.doc_type)
+        res.soft.extend(flip)
+        res.rules.append("key_types")
+        n_flips += bool(flip)
         rec.meta = {**rec.meta, "qa": res.to_dict()}
         if not res.passed:
             n_fail += 1
@@ -490,8 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("wrote %s", out)
     n = len(records)
     log.info(
-        "QA %s: %d record(s), %d pass, %d fail%s",
+        "QA %s (schema %s): %d record(s), %d pass, %d fail%s",
         args.labels,
+        choose.describe(),
         n,
         n - n_fail,
         n_fail,
@@ -499,6 +697,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rule_fails
         else "",
     )
+    if n_flips:
+        log.info(
+            "%d record(s) give a key another shape than most records do (soft key_types "
+            "warnings in meta.qa.soft)",
+            n_flips,
+        )
     return 1 if n_fail else 0
 
 

@@ -178,3 +178,86 @@ def test_other_schemas_get_generic_rules_only(tmp_path: Path) -> None:
     assert qa.check_fields({"shop": "A", "total": "3.00"}, s).rules == list(qa.GENERIC_RULES)
     res = qa.check_fields({"total": "x"}, s)
     assert _rules(res) == {"required", "values"}
+
+
+def test_types_rule_catches_wrong_shapes() -> None:
+    f = copy.deepcopy(BASE_TRUTH)
+    f["合计"] = "abc"
+    res = _check(f)
+    assert "types" in _rules(res)
+    assert any(
+        h.startswith("types: 合计 is a string ('abc'") and "an object" in h for h in res.hard
+    )
+    f = copy.deepcopy(BASE_TRUTH)
+    f[qa.ITEMS] = "办公用品 1 100.00"
+    res = _check(f)
+    assert any(h.startswith(f"types: {qa.ITEMS} is a string") for h in res.hard), res.hard
+    f = copy.deepcopy(BASE_TRUTH)
+    f[qa.ITEMS] = [*f[qa.ITEMS], "a stray line"]
+    n = len(f[qa.ITEMS]) - 1
+    assert any(h.startswith(f"types: {qa.ITEMS}[{n}] is a string") for h in _check(f).hard)
+    f = copy.deepcopy(BASE_TRUTH)
+    f["购买方"]["名称"] = ["A", "B"]
+    assert any(h.startswith("types: 购买方.名称 is a list") for h in _check(f).hard)
+    # an empty string where an object belongs: a warning, not a failure
+    f = copy.deepcopy(BASE_TRUTH)
+    f["合计"] = ""
+    res = _check(f)
+    assert "types" not in _rules(res)
+    assert "types: 合计 is an empty string; the schema wants an object (empty: {})" in res.soft
+    assert _check(BASE_TRUTH).passed and "types" in _check(BASE_TRUTH).rules
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
+    return path
+
+
+def _qa_rows(path: Path) -> dict[str, dict]:
+    return {
+        r["id"]: r["meta"]["qa"]
+        for r in (json.loads(line) for line in path.read_text("utf-8").splitlines())
+    }
+
+
+def test_schema_auto_and_none(tmp_path: Path) -> None:
+    receipts = [
+        {"id": f"r{i}", "image": f"r{i}.jpg", "doc_type": "receipt", "fields": f}
+        for i, f in enumerate(
+            [
+                {"company": "A", "total": "9.00"},
+                {"company": "B", "total": "3.10"},
+                {"company": "C", "total": ["1.00", "2.00"]},  # a type flip
+                {"company": "", "total": ""},  # nothing in it
+            ]
+        )
+    ]
+    vat = {"id": "v", "image": "v.jpg", "doc_type": "vat_invoice", "fields": BASE_TRUTH}
+    labels = _write(tmp_path / "mixed.jsonl", [*receipts, vat])
+    out = tmp_path / "q.jsonl"
+    # auto: the VAT record gets the VAT rules, the receipts the schema-free ones
+    assert qa.main(["--labels", str(labels), "--out", str(out)]) == 1
+    rows = _qa_rows(out)
+    assert "sums.amount" in rows["v"]["rules"] and rows["v"]["verdict"] == "pass"
+    assert rows["r0"]["verdict"] == "pass" and "required" not in rows["r0"]["rules"]
+    assert rows["r3"]["verdict"] == "fail" and rows["r3"]["hard"][0].startswith("nonempty:")
+    flip = [s for s in rows["r2"]["soft"] if s.startswith("key_types:")]
+    assert flip and "total is a list here but a string in 2 other record(s)" in flip[0]
+    assert not any(s.startswith("key_types") for s in rows["r0"]["soft"])
+    # none: schema-free checks only, also on the VAT record
+    assert qa.main(["--labels", str(labels), "--out", str(out), "--schema", "none"]) == 1
+    rows = _qa_rows(out)
+    assert rows["v"]["rules"] == ["nonempty", "key_types"]
+    # a schema named explicitly applies to every record: receipts then fail `required`
+    assert qa.main(["--labels", str(labels), "--out", str(out), "--schema", "vat_invoice"]) == 1
+    assert "required" in {h.split(":")[0] for h in _qa_rows(out)["r0"]["hard"]}
+    assert qa.main(["--labels", str(labels), "--schema", "no_such_schema"]) == 2
+
+
+def test_sroie_sample_passes_the_schema_free_checks(shared_fixtures: Path, tmp_path: Path) -> None:
+    src = shared_fixtures / "public_kie" / "sroie" / "train" / "entities"
+    labels = tmp_path / "sroie.jsonl"
+    convert("sroie", src, labels, ConvertConfig(allow_missing_images=True))
+    assert qa.main(["--labels", str(labels), "--out", str(tmp_path / "q.jsonl")]) == 0
+    rows = _qa_rows(tmp_path / "q.jsonl")
+    assert len(rows) == 6 and all(v["verdict"] == "pass" for v in rows.values())
