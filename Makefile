@@ -70,8 +70,8 @@ format: $(STAMP)  ## ruff fix + format
 label: $(STAMP)  ## auto-label images with ERNIE-4.5-VL: make label ARGS="images=DIR out_dir=DIR" [CONFIG=...]
 	$(PY) -m data_tools.label --config $(or $(CONFIG),configs/label/vat_invoice.yaml) $(ARGS)
 
-qa: $(STAMP)  ## label QA, exit 1 on a hard failure: make qa LABELS=labels.jsonl [SCHEMA=vat_invoice]
-	$(PY) -m data_tools.qa --labels $(LABELS) --schema $(or $(SCHEMA),vat_invoice) $(ARGS)
+qa: $(STAMP)  ## label QA, exit 1 on a hard failure: make qa LABELS=labels.jsonl [SCHEMA=auto|none|vat_invoice]
+	$(PY) -m data_tools.qa --labels "$(LABELS)" --schema "$(or $(SCHEMA),auto)" $(ARGS)
 
 label-lines: $(STAMP)  ## PP-OCR line crops read twice by the VLM → rec_gt.txt: make label-lines ARGS="images=DIR out_dir=DIR"
 	$(PY) -m data_tools.label_lines --config $(or $(CONFIG),configs/label/text_lines.yaml) $(ARGS)
@@ -79,8 +79,8 @@ label-lines: $(STAMP)  ## PP-OCR line crops read twice by the VLM → rec_gt.txt
 convert: $(STAMP)  ## convert a public dataset: make convert FORMAT=sroie SRC=path OUT=labels.jsonl [ARGS=--report]
 	$(PY) -m data_tools.convert --format "$(FORMAT)" --src "$(SRC)" --out "$(OUT)" $(ARGS)
 
-dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS=labels.jsonl OUT=data/sft [CONFIG=...]
-	$(PY) -m data_tools.build_dataset --config $(or $(CONFIG),configs/dataset/vat_invoice.yaml) --labels $(LABELS) --out-dir $(OUT) $(ARGS)
+dataset: $(STAMP)  ## build prompt-SFT data: make dataset LABELS="a.jsonl b.jsonl" OUT=data/sft [SPLIT=hash|source] [CONFIG=...]
+	$(PY) -m data_tools.build_dataset --config "$(or $(CONFIG),configs/dataset/vat_invoice.yaml)" --labels $(foreach l,$(LABELS),"$(l)") --out-dir "$(OUT)" $(if $(SPLIT),--split "$(SPLIT)") $(ARGS)
 
 demo: $(STAMP)  ## the whole pipeline on embedded synthetic invoices, CPU: data → train → export → predict → report
 	PY=$(PY) bash scripts/demo.sh
