@@ -132,8 +132,8 @@ $(TORCH_STAMP): requirements/torch.txt pyproject.toml $(STAMP)
 setup-torch: $(TORCH_STAMP)  ## optional .venv-torch for the transformers backend (torch CPU + transformers)
 
 # ---------------------------------------------------------------- benchmark
-baseline: $(STAMP)  ## OCR + LLM baseline: make baseline DATASET=labels.jsonl LLM_URL=http://127.0.0.1:8180/v1 [LLM_MODEL=name] [OUT=outputs/baseline/predictions.jsonl]
-	$(PY) -m inference.baseline --dataset $(DATASET) $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL)) --out $(or $(OUT),outputs/baseline/predictions.jsonl) $(ARGS)
+baseline: $(STAMP)  ## OCR + LLM baseline (backend ocr-llm): make baseline DATASET=labels.jsonl|DIR LLM_URL=http://127.0.0.1:8180/v1 [LLM_MODEL=name] [OUT=...]
+	$(PY) -m inference.predict --config $(or $(CONFIG),configs/predict/ocr_llm.yaml) --input "$(DATASET)" $(if $(LLM_URL),--server-url "$(LLM_URL)") $(if $(LLM_MODEL),--api-model "$(LLM_MODEL)") --out "$(or $(OUT),outputs/baseline/predictions.jsonl)" $(ARGS)
 
 eval: $(STAMP)  ## score predictions: make eval GOLD=labels.jsonl PRED="a.jsonl b.jsonl" [SCHEMA=vat_invoice] [OUT=outputs/eval]
 	$(PY) -m eval.score --gold $(GOLD) $(foreach p,$(PRED),--pred $(p)) --schema $(or $(SCHEMA),vat_invoice) --out-dir $(or $(OUT),outputs/eval) $(ARGS)

@@ -277,6 +277,7 @@ async def predict_jobs(
             desc="predict",
             unit="image",
             counters=counters,
+            before_start=extractor.backend.apreflight,
             config=config,
         )
     finally:

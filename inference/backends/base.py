@@ -74,6 +74,12 @@ class Backend:
     async def agenerate(self, image: Image.Image, prompt: str) -> Generation:
         return await asyncio.to_thread(self.generate, image, prompt)
 
+    async def apreflight(self) -> None:
+        """Check the backend can answer before a batch run (servers: GET /models).
+
+        Raises ``data_tools.runner.FatalError`` (``llm_client.FatalLLMError``) when it
+        cannot: a wrong key or no reachable endpoint stops the run before any item."""
+
     async def aclose(self) -> None:
         """Async counterpart of `close` (servers close their connections on their loop)."""
         self.close()

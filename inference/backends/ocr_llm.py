@@ -29,8 +29,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,6 +150,49 @@ class PaddleOcrEngine:
             return ocr_lines(self._ocr, bgr)
 
 
+def cached_ocr(
+    key: str, image: Image.Image, engine: Any, cache: Any
+) -> tuple[list[Any], float, bool]:
+    """OCR ``image`` through ``cache`` (``key``: the source file's sha256, or the pixels')."""
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit.lines, hit.ocr_s, True
+    t0 = time.perf_counter()
+    try:
+        lines = engine(image)
+    except Exception as e:  # the OCR engine failed on this image
+        raise BackendError(f"OCR failed: {type(e).__name__}: {e}") from e
+    seconds = time.perf_counter() - t0
+    if cache is not None:
+        cache.put(key, lines, seconds)
+    return lines, seconds, False
+
+
+def ocr_files(
+    paths: Sequence[Path], ocr: OcrSettings, image_options: Any = None, engine: Any = None
+) -> list[tuple[Path, list[Any] | None, str]]:
+    """OCR image files the way the ``ocr-llm`` backend does, filling its cache (OCR only, no
+    LLM: what ``eval.ocr_ceiling --run-ocr`` needs). Returns ``(path, lines | None, status)``
+    with status ``cached``, ``ocr`` or the error."""
+    from inference.imaging import ImageError, ImageOptions, prepare_image
+    from inference.ocr_cache import OcrCache, image_sha256
+
+    cache = OcrCache(ocr.cache_dir, ocr.identity()) if ocr.cache_dir else None
+    engine = engine or PaddleOcrEngine(ocr)
+    options = image_options or ImageOptions()
+    out: list[tuple[Path, list[Any] | None, str]] = []
+    for path in paths:
+        try:
+            prepared = prepare_image(path, options)
+            lines, _, hit = cached_ocr(image_sha256(path), prepared.image, engine, cache)
+        except (ImageError, BackendError, OSError) as e:
+            out.append((path, None, str(e)))
+            continue
+        out.append((path, lines, "cached" if hit else "ocr"))
+    return out
+
+
 class OcrLlmBackend(Backend):
     """PP-OCR text → an LLM behind an OpenAI-compatible endpoint → JSON text."""
 
@@ -190,22 +235,8 @@ class OcrLlmBackend(Backend):
     # ------------------------------------------------------------ stages
     def run_ocr(self, image: Image.Image) -> tuple[list[Any], float, bool]:
         """(lines, OCR seconds, cache hit); on a hit the seconds are the original run's."""
-        key = ""
-        if self.cache is not None:  # the source file's hash when known, else the pixels'
-            key = image.info.get("source_sha256") or pixels_sha256(image)
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit.lines, hit.ocr_s, True
-        t0 = time.perf_counter()
-        try:
-            lines = self.engine(image)
-        except Exception as e:  # the OCR engine failed on this image
-            raise BackendError(f"OCR failed: {type(e).__name__}: {e}") from e
-        seconds = time.perf_counter() - t0
-        if self.cache is not None:
-            self.cache.put(key, lines, seconds)
-        return lines, seconds, False
+        key = image.info.get("source_sha256") or pixels_sha256(image)
+        return cached_ocr(key, image, self.engine, self.cache)
 
     def _client(self) -> AsyncChatClient:
         """One client per event loop (httpx pools and semaphores belong to a loop)."""
@@ -257,6 +288,11 @@ class OcrLlmBackend(Backend):
                 await self.aclose()
 
         return asyncio.run(once())
+
+    async def apreflight(self) -> None:
+        from data_tools.llm_client import preflight
+
+        await preflight(self._client())
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()

@@ -99,6 +99,11 @@ class OpenAIBackend(Backend):
         if entry is not None:
             await entry[1].aclose()
 
+    async def apreflight(self) -> None:
+        from data_tools.llm_client import preflight
+
+        await preflight(self._client())
+
     async def aclose(self) -> None:
         await self._close_current()
 

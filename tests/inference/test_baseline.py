@@ -1,30 +1,27 @@
-"""The OCR + LLM baseline: LLM stage against a local OpenAI-compatible stub, OCR cache,
-resume, and the OCR-ceiling logic. OCR here is a fake engine; real PP-OCRv6 runs in
-test_baseline_ocr.py."""
+"""The OCR + LLM pipeline as the `ocr-llm` backend: stages, cache, faults, resume, exit codes.
+
+The OCR engine is replaced by one that "reads" each test image's gold values (the real
+PP-OCRv6 weights run in test_baseline_ocr.py); the LLM is the local OpenAI stub.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from data_tools.llm_client import FatalLLMError
 from data_tools.ppocr import OcrLine
 from data_tools.schema import load_schema
-from inference.baseline import (
-    BaselineConfig,
-    OcrText,
-    run_baseline,
-    skeleton_for,
-    value_in_ocr,
-)
+from inference.backends import ocr_llm
+from inference.backends.ocr_llm import skeleton_for
+from inference.ocr_cache import image_sha256
+from inference.predict import main
 from tests.support.openai_stub import (
     FaultPlan,
     OpenAIStub,
-    StubReply,
     make_test_image,
     project,
     request_text,
@@ -54,19 +51,21 @@ def _leaves(v: Any) -> list[str]:
 class FakeOcr:
     """'Reads' an image by returning its gold values as lines; counts calls."""
 
-    def __init__(self, by_image: dict[str, dict]) -> None:
-        self.by_image = by_image
-        self.calls = 0
+    by_sha: ClassVar[dict[str, dict]] = {}
+    calls: ClassVar[int] = 0
 
-    def __call__(self, image: Path) -> list[OcrLine]:
-        self.calls += 1
-        values = _leaves(self.by_image[image.name])
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def __call__(self, image: Any) -> list[OcrLine]:
+        FakeOcr.calls += 1
+        values = _leaves(FakeOcr.by_sha[image.info["source_sha256"]])
         return [
             OcrLine(t, 0.99, (0.0, 30.0 * i, 200.0, 30.0 * i + 20)) for i, t in enumerate(values)
         ]
 
 
-def truth_responder(body: dict) -> str | StubReply:
+def truth_responder(body: dict) -> str:
     """Finds the invoice by its number in the OCR text; answers the JSON template."""
     text = request_text(body)
     template = json.loads(text.split("JSON 模板：\n", 1)[1])
@@ -77,93 +76,95 @@ def truth_responder(body: dict) -> str | StubReply:
 
 
 @pytest.fixture()
-def dataset(tmp_path: Path) -> Path:
+def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     rows = []
+    FakeOcr.by_sha, FakeOcr.calls = {}, 0
     for i, fields in enumerate(FIELDS):
-        make_test_image(tmp_path / f"inv{i}.jpg", seed=i)
+        image = tmp_path / f"inv{i}.jpg"
+        make_test_image(image, seed=i)
+        FakeOcr.by_sha[image_sha256(image)] = fields
         rows.append(
             {"id": f"inv{i}", "image": f"inv{i}.jpg", "doc_type": "vat_invoice", "fields": fields}
         )
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    monkeypatch.setattr(ocr_llm, "PaddleOcrEngine", FakeOcr)
     return path
 
 
-def _config(url: str, tmp: Path) -> BaselineConfig:
-    cfg = BaselineConfig()
-    cfg.llm.base_urls = [url]
-    cfg.llm.model = "stub-model"
-    cfg.llm.concurrency = 2
-    cfg.llm.timeout_s = 10
-    cfg.ocr.cache_dir = str(tmp / "ocr_cache")
-    return cfg
+def _args(dataset: Path, out: Path, url: str, *extra: str) -> list[str]:
+    cache = dataset.parent / "ocr_cache"
+    return [
+        "--config", "configs/predict/ocr_llm.yaml", "--input", str(dataset), "--out", str(out),
+        "--server-url", url, "--api-model", "stub-model", "--concurrency", "2",
+        "--timeout-s", "10", "--no-progress", f"backend.ocr.cache_dir={cache}", *extra,
+    ]  # fmt: skip
 
 
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
 
-def test_llm_stage_with_faults_cache_and_scoring(dataset: Path, tmp_path: Path) -> None:
-    engine = FakeOcr({f"inv{i}.jpg": f for i, f in enumerate(FIELDS)})
+def test_stages_faults_cache_and_scoring(dataset: Path, tmp_path: Path) -> None:
     # first call: a 500 (retried), second: prose instead of JSON (a parse failure)
     faults = FaultPlan(script=["500", "invalid_json"], retry_after_s=0.01)
     out = tmp_path / "pred.jsonl"
     with OpenAIStub(truth_responder, faults=faults) as stub:
-        cfg = _config(stub.base_url, tmp_path)
-        cfg.llm.max_attempts = 3
-        report = run_baseline(dataset, out, cfg, engine=engine)
+        assert main(_args(dataset, out, stub.base_url, "--max-attempts", "3")) == 0
         n_calls = stub.stats()["calls"]
     rows = _read(out)
-    assert len(rows) == 3 and engine.calls == 3 and n_calls == 4
-    by_method = sorted(r["parse"]["method"] for r in rows)
-    assert by_method == ["failed", "strict", "strict"]
+    assert len(rows) == 3 and FakeOcr.calls == 3 and n_calls == 4
+    assert sorted(r["parse"]["method"] for r in rows) == ["failed", "strict", "strict"]
     for r in rows:
-        assert r["system"] == "ppocr-small-onnx+stub-model"
+        gold = FIELDS[int(r["id"][-1])]
+        assert r["system"] == "ocr-llm:ppocr-small-onnx+stub-model"
         assert r["prompt"] == "OCR:{}"
         assert set(r["stage_latency_s"]) == {"ocr", "llm"}
-        assert r["latency_s"] == pytest.approx(
-            r["stage_latency_s"]["ocr"] + r["stage_latency_s"]["llm"], abs=1e-3
-        )
-        assert r["ocr"] == {"cache_hit": False, "n_lines": len(_leaves(FIELDS[int(r["id"][-1])]))}
+        assert r["info"]["ocr"] == {
+            "source": "ocr",
+            "cache_hit": False,
+            "n_lines": len(_leaves(gold)),
+        }
         if r["parse"]["method"] == "strict":
             skeleton = load_schema("vat_invoice").skeleton()
-            assert r["prediction"] == project(FIELDS[int(r["id"][-1])], skeleton)
+            assert r["prediction"] == project(gold, skeleton)
             assert list(r["prediction"]) == list(skeleton)  # every schema key, schema order
-    # the fake OCR holds every gold value: the ceiling is 1 everywhere
-    assert report["overall"]["share"] == 1.0
-    assert (tmp_path / "pred.jsonl.ocr_ceiling.md").is_file()
 
-    # second run: OCR comes from the cache (no engine call), same OCR time recorded
+    # a second run into another file: the OCR comes from the cache, same OCR time recorded
     out2 = tmp_path / "pred2.jsonl"
     with OpenAIStub(truth_responder) as stub:
-        run_baseline(dataset, out2, _config(stub.base_url, tmp_path), engine=engine)
+        assert main(_args(dataset, out2, stub.base_url, "--system", "baseline")) == 0
     rows2 = {r["id"]: r for r in _read(out2)}
-    assert engine.calls == 3
-    assert all(r["ocr"]["cache_hit"] for r in rows2.values())
+    assert FakeOcr.calls == 3
+    assert all(r["info"]["ocr"]["cache_hit"] for r in rows2.values())
     for r in rows:
         assert rows2[r["id"]]["stage_latency_s"]["ocr"] == r["stage_latency_s"]["ocr"]
 
-    # the scorer reads the baseline's file: perfect answers score 1
+    # the scorer reads the rows: perfect answers score 1, per-stage latency is reported
     from eval.score import ScoreSettings, score_files
 
     metrics, _ = score_files(
         [out2], gold_path=dataset, settings=ScoreSettings(bootstrap=0, workers=1)
     )
-    o = metrics["systems"]["pred2"]["overall"]
-    assert o["f1"] == 1.0 and o["json_strict_valid_rate"] == 1.0
-    assert metrics["systems"]["pred2"]["latency"]["stages"]["llm"]["n"] == 3
+    (system,) = metrics["systems"].values()
+    assert system["overall"]["f1"] == 1.0 and system["overall"]["json_strict_valid_rate"] == 1.0
+    assert system["latency"]["stages"]["llm"]["n"] == 3
+
+    # the OCR ceiling from gold + the cache the backend filled
+    from eval.ocr_ceiling import run as ceiling
+
+    report = ceiling(dataset, dataset.parent / "ocr_cache", tmp_path / "ceiling")
+    assert report["overall"]["share"] == 1.0 and report["n_docs"] == 3
 
 
 def test_resume_and_partial_prompt(dataset: Path, tmp_path: Path) -> None:
-    engine = FakeOcr({f"inv{i}.jpg": f for i, f in enumerate(FIELDS)})
     out = tmp_path / "pred.jsonl"
+    prompt = 'OCR:{"发票号码":"","购买方":{"名称":""}}'
     with OpenAIStub(truth_responder) as stub:
-        cfg = _config(stub.base_url, tmp_path)
-        cfg.prompt = 'OCR:{"发票号码":"","购买方":{"名称":""}}'
-        run_baseline(dataset, out, cfg, engine=engine, limit=2)
+        assert main(_args(dataset, out, stub.base_url, "--query", prompt, "--limit", "2")) == 0
         with out.open("a", encoding="utf-8") as fh:
             fh.write('{"id": "torn')  # an interrupted write
-        run_baseline(dataset, out, cfg, engine=engine)
+        assert main(_args(dataset, out, stub.base_url, "--query", prompt)) == 0
         user_texts = [request_text(r.body) for r in stub.requests if r.body]
     rows = _read(out)
     assert [r["id"] for r in rows] == ["inv0", "inv1", "inv2"]
@@ -178,42 +179,34 @@ def test_resume_and_partial_prompt(dataset: Path, tmp_path: Path) -> None:
     )
 
 
+def test_endpoint_down_exits_3_and_the_rerun_completes(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.jsonl"
+    # nothing listens on port 9: the preflight stops the run before any document
+    assert main(_args(dataset, out, "http://127.0.0.1:9/v1")) == 3
+    assert not out.exists() or _read(out) == []
+    assert not (tmp_path / "pred.failures.jsonl").exists()  # not blamed on the documents
+    with OpenAIStub(truth_responder) as stub:  # the server is up: a plain rerun does them all
+        assert main(_args(dataset, out, stub.base_url)) == 0
+    assert sorted(r["id"] for r in _read(out)) == ["inv0", "inv1", "inv2"]
+
+
 def test_wrong_key_stops_the_run(dataset: Path, tmp_path: Path) -> None:
-    engine = FakeOcr({f"inv{i}.jpg": f for i, f in enumerate(FIELDS)})
-    with (
-        OpenAIStub(truth_responder, faults=FaultPlan(api_key="right")) as stub,
-        pytest.raises(FatalLLMError),
-    ):
-        run_baseline(dataset, tmp_path / "p.jsonl", _config(stub.base_url, tmp_path), engine=engine)
+    out = tmp_path / "p.jsonl"
+    with OpenAIStub(truth_responder, faults=FaultPlan(api_key="right")) as stub:
+        assert main(_args(dataset, out, stub.base_url)) == 3
+        assert stub.stats()["calls"] == 0
+
+
+def test_folder_of_images_without_gold(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.jsonl"
+    with OpenAIStub(truth_responder) as stub:
+        args = _args(dataset, out, stub.base_url)
+        args[args.index("--input") + 1] = str(dataset.parent)
+        assert main(args) == 0
+    assert sorted(r["id"] for r in _read(out)) == ["inv0", "inv1", "inv2"]
 
 
 def test_skeleton_for_prompts() -> None:
     schema = load_schema("vat_invoice")
     assert skeleton_for("OCR:{}", schema) == schema.skeleton()
     assert skeleton_for('OCR:{"发票号码":""}', schema) == {"发票号码": ""}
-
-
-def _ocr(*texts: str) -> OcrText:
-    return OcrText.from_lines(
-        [OcrLine(t, 1.0, (0.0, 20.0 * i, 10.0, 20.0 * i + 10)) for i, t in enumerate(texts)]
-    )
-
-
-def test_value_in_ocr() -> None:
-    ocr = _ocr(
-        "价税合计(大写)  叁仟肆佰玖拾伍圆整  (小写)  ￥3495.00",
-        "开票日期：  2016年06月12日",
-        "小米红米3全网通版时尚金色  红米3  个  5  597.43589744  2987.18  17%  507.82",
-        "移动联通电信4G手机双卡双待",
-        "名  称：  深圳市购机汇网络有限公司",
-    )
-    assert value_in_ocr("¥3495.00", "amount", ocr)  # full-width ￥, typed match
-    assert value_in_ocr("3,495", "amount", ocr)
-    assert value_in_ocr("2016-06-12", "date", ocr)
-    assert value_in_ocr("0.17", "percent", ocr)
-    assert value_in_ocr("叁仟肆佰玖拾伍圆整", "amount_in_words", ocr)
-    assert value_in_ocr("深圳市购机汇网络有限公司", "text", ocr)
-    # a name wrapped over two printed lines: every piece inside one OCR line
-    assert value_in_ocr("小米 红米 3 全网通版 时尚金色 移动联通电信4G手机 双卡双待", "text", ocr)
-    assert not value_in_ocr("深圳市龙华新区", "text", ocr)
-    assert not value_in_ocr("¥1417.00", "amount", ocr)

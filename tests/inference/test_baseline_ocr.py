@@ -17,7 +17,7 @@ from data_tools.ppocr import (
     lines_to_text,
     reading_order,
 )
-from inference.baseline import BaselineConfig, run_baseline
+from data_tools.records import read_labels, resolve_image
 
 
 def _line(text: str, x: float, y: float, h: float = 20.0) -> OcrLine:
@@ -46,11 +46,16 @@ def test_model_dirs_for_paddlex(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ocr_ceiling_on_real_invoices(vat_invoices: Path, tmp_path: Path) -> None:
-    cfg = BaselineConfig()
-    cfg.ocr.cache_dir = str(tmp_path / "cache")
-    cfg.ocr.model_cache_dir = str(tmp_path / "models")
-    out = tmp_path / "pred.jsonl"
-    report = run_baseline(vat_invoices / "ground_truth.jsonl", out, cfg, ocr_only=True)
+    from eval.ocr_ceiling import run as ceiling
+    from inference.backends.ocr_llm import OcrSettings, ocr_files
+
+    gold = vat_invoices / "ground_truth.jsonl"
+    settings = OcrSettings(cache_dir=str(tmp_path / "cache"), model_cache_dir=str(tmp_path / "m"))
+    images = [resolve_image(r.image, gold) for r in read_labels(gold)]
+    done = ocr_files(images, settings)
+    assert [status for _, _, status in done] == ["ocr"] * 3
+    assert [status for _, _, status in ocr_files(images, settings)] == ["cached"] * 3
+    report = ceiling(gold, tmp_path / "cache", tmp_path / "ceiling")
     assert report["n_docs"] == 3
     per_field = report["per_field"]
     # what PP-OCRv6 small reads on these photos (measured): most values occur verbatim
@@ -59,5 +64,5 @@ def test_ocr_ceiling_on_real_invoices(vat_invoices: Path, tmp_path: Path) -> Non
                  "销售方.纳税人识别号", "货物或应税劳务、服务[].金额"):  # fmt: skip
         assert per_field[name]["share"] == 1.0, name
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 3
-    saved = json.loads((tmp_path / "pred.jsonl.ocr_ceiling.json").read_text("utf-8"))
+    saved = json.loads((tmp_path / "ceiling.json").read_text("utf-8"))
     assert saved["overall"] == report["overall"]
