@@ -59,7 +59,8 @@ class FakeOcr:
 
     def __call__(self, image: Any) -> list[OcrLine]:
         FakeOcr.calls += 1
-        values = _leaves(FakeOcr.by_sha[image.info["source_sha256"]])
+        key = image.info.get("source_sha256") or ocr_llm.pixels_sha256(image)
+        values = _leaves(FakeOcr.by_sha[key])
         return [
             OcrLine(t, 0.99, (0.0, 30.0 * i, 200.0, 30.0 * i + 20)) for i, t in enumerate(values)
         ]
@@ -210,3 +211,39 @@ def test_skeleton_for_prompts() -> None:
     schema = load_schema("vat_invoice")
     assert skeleton_for("OCR:{}", schema) == schema.skeleton()
     assert skeleton_for('OCR:{"发票号码":""}', schema) == {"发票号码": ""}
+
+
+def test_served_through_the_service(dataset: Path) -> None:
+    """`make serve` with configs/serve/ocr_llm.yaml answers /v1/extract (LLM = the stub)."""
+    import base64
+
+    import httpx
+
+    from data_tools.config import load_config
+    from inference.extractor import Extractor
+    from inference.serving.app import create_app
+    from inference.serving.config import ServeConfig
+    from tests.hostile.servers import serving
+
+    image = dataset.parent / "inv1.jpg"
+    with OpenAIStub(truth_responder) as stub:
+        cfg = load_config(
+            ServeConfig,
+            "configs/serve/ocr_llm.yaml",
+            [
+                ("backend.endpoint.base_urls", [stub.base_url]),
+                ("backend.ocr.cache_dir", None),
+                ("auth.api_key_env", None),
+            ],
+        )
+        ex = Extractor.from_config(cfg.backend, image_options=cfg.image, schema=cfg.schema)
+        # the service reads uploads, not files: the fake OCR finds the invoice by its pixels
+        from PIL import Image
+
+        with Image.open(image) as im:
+            FakeOcr.by_sha[ocr_llm.pixels_sha256(ex.prepare(im.copy()).image)] = FIELDS[1]
+        with serving(create_app(ex, cfg)) as server:
+            body = {"image": base64.b64encode(image.read_bytes()).decode(), "fields": ["发票号码"]}
+            r = httpx.post(f"{server.url}/v1/extract", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"] == {"发票号码": "12270242"}
