@@ -96,6 +96,7 @@ class ConvertSummary:
     counts: dict[str, int] = field(default_factory=dict)  # reader counts (items paired, ...)
     shapes: ShapeReport = field(default_factory=ShapeReport)
     empty_values: dict[str, int] = field(default_factory=dict)  # key path → empty leaves
+    values: int = 0  # string values (leaves) written, empty ones included
     report_path: Path | None = None
 
     def report(self) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class ConvertSummary:
                 path_str(p): {"to": to, "records": n} for p, (to, n) in self.shapes.promoted.items()
             },
             "type_conflicts": {path_str(p): c for p, c in self.shapes.conflicts.items()},
+            "values": self.values,
             "empty_values": self.empty_values,
             "dropped": self.dropped,
             "counts": self.counts,
@@ -125,6 +127,14 @@ class ConvertSummary:
 
 def _add(counter: dict[str, int], key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
+
+
+def count_leaves(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(count_leaves(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(count_leaves(v) for v in value)
+    return 1
 
 
 def count_empty_leaves(value: Any, path: str, out: dict[str, int]) -> None:
@@ -311,10 +321,12 @@ def convert(
         )
     if summary.empty:
         log.warning("%d record(s) have no fields, e.g. %s", len(summary.empty), summary.empty[0])
-    unified, summary.shapes = unify_shapes([r.fields for r in records])
+    wrap = bool(getattr(reader, "WRAP_CONFLICTS", False))
+    unified, summary.shapes = unify_shapes([r.fields for r in records], wrap=wrap)
     for rec, fields in zip(records, unified, strict=True):
         rec.fields = fields
         count_empty_leaves(fields, "", summary.empty_values)
+        summary.values += count_leaves(fields)
     for path, shapes in summary.shapes.conflicts.items():
         log.warning(
             "key %s has several shapes that cannot be unified without changing values: %s",
@@ -350,11 +362,12 @@ def format_report(report: dict[str, Any]) -> str:
     for path, change in report["type_changes"].items():
         lines.append(f"made one type: {path} → {change['to']} in {change['records']} record(s)")
     lines.append(f"type conflicts left: {len(report['type_conflicts'])}")
-    if report["empty_values"]:
-        lines.append(
-            "empty values: "
-            + ", ".join(f"{k} ×{v}" for k, v in sorted(report["empty_values"].items()))
-        )
+    empty = sorted(report["empty_values"].items(), key=lambda kv: (-kv[1], kv[0]))
+    lines.append(
+        f"values {report['values']}, empty {sum(n for _, n in empty)}"
+        + (": " + ", ".join(f"{k} ×{v}" for k, v in empty[:8]) if empty else "")
+        + (f", … ({len(empty) - 8} more keys)" if len(empty) > 8 else "")
+    )
     for reason, n in report["dropped"].items():
         lines.append(f"left out: {n} × {reason}")
     for what, n in report["counts"].items():

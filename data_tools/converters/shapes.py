@@ -5,9 +5,13 @@ share the path of the list) may be a string in one record and a list of strings 
 another, or an object in one and a list of objects in another. The builder would then
 ask for both `OCR:{"k":""}` and `OCR:{"k":[]}`, teaching the model that a key's shape is a
 coin toss. `unify_shapes` promotes such keys to the list form in every record (a string
-`"x"` → `["x"]`, an object → a list of one); it never merges or drops values. Shapes
-that cannot be reconciled without changing the data (a string here, an object there) are
-left as they are and reported as conflicts.
+`"x"` → `["x"]`, an object → a list of one); it never merges or drops values.
+
+A string (or list of strings) here and an object there cannot be reconciled that way.
+Formats whose objects are questions with sub-questions (XFUND: a question's own answer
+sits under its own text, `{"Anschrift": {"Anschrift": "…", "PLZ": "…"}}`) pass
+`wrap=True`: the plain value becomes that object, `{"Anschrift": "…"}` under
+`"Anschrift"`. Otherwise such keys are left as they are and reported as conflicts.
 """
 
 from __future__ import annotations
@@ -57,13 +61,18 @@ def collect_shapes(fields: dict[str, Any], out: dict[Path_, Counter]) -> None:
         walk(value, (key,))
 
 
-def decide(shapes: Counter) -> str | None:
-    """The list shape a path must be promoted to, or None (already one shape, or a conflict)."""
+WRAPPED = "object (plain values under their own key)"
+
+
+def decide(shapes: Counter, wrap: bool = False) -> str | None:
+    """The shape a path must be promoted to, or None (already one shape, or a conflict)."""
     kinds = {s for s in shapes if s != EMPTY_LIST}
     if kinds == {TEXT, TEXT_LIST} or (kinds == {TEXT} and EMPTY_LIST in shapes):
         return TEXT_LIST
     if kinds == {OBJECT, OBJECT_LIST} or (kinds == {OBJECT} and EMPTY_LIST in shapes):
         return OBJECT_LIST
+    if wrap and OBJECT in kinds and len(kinds) > 1 and kinds <= {TEXT, TEXT_LIST, OBJECT}:
+        return WRAPPED
     return None
 
 
@@ -72,22 +81,24 @@ def is_conflict(shapes: Counter) -> bool:
     return len(kinds) > 1 and decide(shapes) is None
 
 
-def _promote(value: Any, target: str) -> tuple[Any, bool]:
+def _promote(value: Any, target: str, path: Path_) -> tuple[Any, bool]:
     if target == TEXT_LIST and isinstance(value, str):
         return ([value] if value else []), True
     if target == OBJECT_LIST and isinstance(value, dict):
         return [value], True
+    if target == WRAPPED and isinstance(value, (str, list)):
+        return {path[-1]: value}, True
     return value, False
 
 
 def apply_promotions(
     fields: dict[str, Any], promote: dict[Path_, str], changed: Counter
 ) -> dict[str, Any]:
-    """`fields` with every path in `promote` in its list shape; counts changes per path."""
+    """`fields` with every path in `promote` in its new shape; counts changes per path."""
 
     def walk(value: Any, path: Path_) -> Any:
         if path in promote:
-            value, did = _promote(value, promote[path])
+            value, did = _promote(value, promote[path], path)
             if did:
                 changed[path] += 1
         if isinstance(value, dict):
@@ -111,21 +122,31 @@ class ShapeReport:
     conflicts: dict[Path_, dict[str, int]] = field(default_factory=dict)
 
 
-def unify_shapes(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], ShapeReport]:
-    """Give every key path one shape across `records` (each a `fields` dict)."""
-    before: dict[Path_, Counter] = {}
-    for fields in records:
-        collect_shapes(fields, before)
-    promote = {p: t for p, s in before.items() if (t := decide(s)) is not None}
-    changed: Counter = Counter()
-    if promote:
-        records = [apply_promotions(f, promote, changed) for f in records]
+def unify_shapes(
+    records: list[dict[str, Any]], wrap: bool = False
+) -> tuple[list[dict[str, Any]], ShapeReport]:
+    """Give every key path one shape across `records` (each a `fields` dict). A change can
+    give the paths below it new shapes to settle (a wrapped string beside a wrapped list),
+    so this runs until nothing changes."""
+    promoted: dict[Path_, tuple[str, int]] = {}
+    for _ in range(8):
+        shapes: dict[Path_, Counter] = {}
+        for fields in records:
+            collect_shapes(fields, shapes)
+        promote = {p: t for p, s in shapes.items() if (t := decide(s, wrap)) is not None}
+        changed: Counter = Counter()
+        if promote:
+            records = [apply_promotions(f, promote, changed) for f in records]
+        for p, n in changed.items():
+            promoted[p] = (promote[p], promoted.get(p, ("", 0))[1] + n)
+        if not changed:
+            break
     after: dict[Path_, Counter] = {}
     for fields in records:
         collect_shapes(fields, after)
     report = ShapeReport(
         shapes=after,
-        promoted={p: (promote[p], changed[p]) for p in promote if changed[p]},
+        promoted=promoted,
         conflicts={p: dict(s) for p, s in after.items() if is_conflict(s)},
     )
     return records, report

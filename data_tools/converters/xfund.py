@@ -18,8 +18,13 @@ hierarchy:
   in document order);
 * a question linked to other questions (`[parent, child]`) is an object of its
   sub-questions, never a key with `""`: `{"A Angaben zu Ihrer Person": {"Geburtsdatum":
-  "09.08.1987", ...}}` (answers linked to such a parent itself go to
-  `meta.parent_answers`);
+  "09.08.1987", ...}}`; answers linked to such a parent itself come first in the object,
+  under the parent's own text (`{"Staatsangehörigkeit": {"Staatsangehörigkeit": "…",
+  "Liegt Ihnen … vor?": [...]}}`), or go to `meta.parent_answers` when a sub-question
+  has that text;
+* one type per key across the dataset: a question that is a plain value in one form and
+  an object of sub-questions in another becomes that object everywhere, its value under
+  its own text (`converters.shapes`, `WRAP_CONFLICTS`);
 * questions repeated at one level (the same texts in two address blocks, six school rows
   asking "Name") are never merged by text: the k-th occurrence of each repeated text goes
   into the k-th object of a list keyed by the repeated texts in brackets:
@@ -54,6 +59,7 @@ from data_tools.converters.common import (
 
 DOC_TYPE = "form"
 DEFAULT_SCHEMA = None
+WRAP_CONFLICTS = True  # a plain value where other forms have sub-questions: {own text: value}
 EXPECTS = "XFUND {documents: [...]}, FUNSD {form: [...]} or PaddleOCR 'image<TAB>[entities]' lines"
 
 
@@ -147,11 +153,16 @@ def pair_entities(
         subs = children.get(qid)
         if subs:
             own = answer_texts(qid)
-            if own:
-                meta.setdefault("parent_answers", {})[clean_key(ents[qid].text)] = own
-                item.count("answers of a question with sub-questions (meta.parent_answers)")
+            obj = level(subs)
             item.count("questions with sub-questions (objects)")
-            return level(subs)
+            if own:
+                key = clean_key(ents[qid].text)
+                if key and key not in obj:
+                    item.count("questions with sub-questions and own answers (under own text)")
+                    return {key: own[0] if len(own) == 1 else own, **obj}
+                meta.setdefault("parent_answers", {})[key] = own
+                item.count("answers of a question with sub-questions (meta.parent_answers)")
+            return obj
         texts = answer_texts(qid)
         if not texts:
             item.count('questions without an answer ("")')

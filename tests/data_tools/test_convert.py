@@ -601,6 +601,16 @@ def test_one_shape_per_key_across_a_dataset_and_the_report(tmp_path):
     assert report.promoted == {("a",): ("list of strings", 2), ("o",): ("list of objects", 1)}
     # a string here and an object there: left alone, reported
     assert report.conflicts == {("m",): {"string": 1, "object": 1}}
+    # ...unless the format keeps a question's own answer under its own text (XFUND): then
+    # the plain values join the objects, and the wrapped values are settled in turn
+    forms = [{"q": "a"}, {"q": {"q": "b", "s": "c"}}, {"q": ["d", "e"]}]
+    unified, report = unify_shapes(forms, wrap=True)
+    assert unified == [
+        {"q": {"q": ["a"]}},
+        {"q": {"q": ["b"], "s": "c"}},
+        {"q": {"q": ["d", "e"]}},
+    ]
+    assert report.conflicts == {} and report.promoted[("q", "q")] == ("list of strings", 2)
 
     # --report on the CLI: the file beside the output and the summary on stdout
     write_json(tmp_path / "k" / "X1.json", {"company": "A", "total": None})
