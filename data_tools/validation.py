@@ -15,6 +15,8 @@ failures count; soft warnings are kept apart (``warnings``). ``required`` runs o
 everything was asked for (``request == {}``, the ``OCR:{}`` prompt): a prediction for
 ``OCR:{"发票号码":""}`` is not wrong for lacking the buyer. ``canonical`` never runs (how a
 model spells keys is the parser's and the scorer's business, not a sign of a wrong value).
+Empty values are dropped before the rules run: ``""`` for a key the model did not find is a
+miss, which ``required`` reports for a full request, not a malformed value.
 
 Each failure names the fields it concerns (dotted paths, ``货物或应税劳务、服务[1].金额`` for
 one line), so a UI can mark them and a scorer can ask whether the flag predicts a wrong field.
@@ -100,6 +102,22 @@ def _fields_of(rule: str, message: str) -> list[str]:
     return fields
 
 
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or v in ({}, [])
+
+
+def _prune(value: Any) -> Any:
+    """Empty leaves dropped: a model's "" for a key it did not find is a miss (the scorer's
+    business, and ``required``'s for a full request), not a malformed value."""
+    if isinstance(value, dict):
+        out = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if not _blank(v)}
+    if isinstance(value, list):
+        out_list = [_prune(v) for v in value]
+        return [v for v in out_list if not _blank(v)]
+    return value
+
+
 def _split(reason: str) -> tuple[str, str]:
     rule, _, message = reason.partition(": ")
     return rule, message
@@ -130,7 +148,7 @@ def validate_prediction(
     )
     if schema is None or not names:
         return Validation(rules=[])
-    result = _qa_check_fields(prediction, schema, doc_type=doc_type, rules=names)
+    result = _qa_check_fields(_prune(prediction), schema, doc_type=doc_type, rules=names)
     out = Validation(rules=list(result.rules))
     for reason in result.hard:
         rule, message = _split(reason)
