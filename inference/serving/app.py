@@ -73,6 +73,7 @@ from inference.serving.inputs import (
 )
 from inference.serving.logs import install_redaction
 from inference.serving.metrics import Metrics
+from inference.serving.ui import UI_PUBLIC_PATHS, ui_router
 
 log = logging.getLogger("inference.serve")
 
@@ -137,7 +138,7 @@ class Guard:
         self.limits = service.config.limits
         key = service.api_key
         self.key = key.encode("utf-8") if key is not None else None
-        self.public = {"/health"} | (
+        self.public = {"/health", *UI_PUBLIC_PATHS} | (
             {"/metrics"} if not service.config.auth.protect_metrics else set()
         )
 
@@ -725,7 +726,7 @@ def _build_fastapi(s: Service) -> FastAPI:
         }
         return await respond(body, len(result.raw_output) > _RENDER_INLINE_BYTES)
 
-    # (the web UI, when present, is mounted here: inference.serving.ui)
+    app.include_router(ui_router(s, run_extraction, resolve_prompt))  # the web UI: /ui/
     return app
 
 
