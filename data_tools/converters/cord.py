@@ -22,7 +22,8 @@ Readable layouts of `--src` (a file, or a folder; in a folder the first kind fou
   or in a parallel `image/` folder.
 
 A sample without `gt_parse` is parsed from `valid_line` the way the exports derive it
-(checked against the HF export on the shared samples): lines are grouped by the
+(checked against the HF v1 export: 800 of 800 train receipts identical): lines are
+grouped in the order of their first line (captions only count) by the
 category's first part (`menu`, `void_menu`, `sub_total`, `total`) and `group_id`; a
 line's text is its words that are not captions (`is_key` 0) joined by spaces; two lines
 of one category in one group are joined by a space (`"x"` + `"1"` → `"x 1"`); keys come
@@ -138,12 +139,13 @@ def gt_parse_from_valid_line(valid_line: Any) -> dict[str, Any]:
             for w in words
             if isinstance(w, dict) and not w.get("is_key") and str(w.get("text", "")).strip()
         )
-        if not text:
-            continue
         top, *rest = line["category"].split(".")
         if not rest:
             continue
+        # a group takes its place at its first line, even a line of captions only
         group = groups.setdefault(top, {}).setdefault(line.get("group_id", i), {})
+        if not text:
+            continue
         if len(rest) >= 2:  # `menu.sub.nm`: a sub-item of the group's item
             subs = group.setdefault(rest[0], [{}])
             key = ".".join(rest[1:])
@@ -156,8 +158,9 @@ def gt_parse_from_valid_line(valid_line: Any) -> dict[str, Any]:
     top_order = ("menu", "void_menu", "sub_total", "void_total", "total")
     out: dict[str, Any] = {}
     for top in sorted(groups, key=lambda t: top_order.index(t) if t in top_order else 99):
-        objs = [_ordered(g, CLASS_ORDER.get(top, ())) for g in groups[top].values()]
-        out[top] = objs[0] if len(objs) == 1 else objs
+        objs = [_ordered(g, CLASS_ORDER.get(top, ())) for g in groups[top].values() if g]
+        if objs:
+            out[top] = objs[0] if len(objs) == 1 else objs
     return out
 
 

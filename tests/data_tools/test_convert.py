@@ -626,3 +626,42 @@ def test_one_shape_per_key_across_a_dataset_and_the_report(tmp_path):
     assert saved["fields"]["company"] == {"string": 2}
     assert saved["empty_values"] == {"total": 1}
     assert saved["dropped"] == {"null/true/false values written as strings": 1}
+
+
+def test_cord_valid_line_groups_take_their_place_at_their_first_line(tmp_path):
+    def line(category: str, group: int, *words: tuple[str, int]) -> dict:
+        return {
+            "category": category,
+            "group_id": group,
+            "words": [{"text": t, "is_key": k, "row_id": 1, "quad": {}} for t, k in words],
+        }
+
+    valid_line = [
+        line("menu.discountprice", 8, ("Disc", 1)),  # group 8 starts here, captions only
+        line("menu.nm", 7, ("TEA", 0)),
+        line("total.total_price", 9, ("TOTAL", 1), ("5", 0)),
+        line("menu.nm", 8, ("RICE", 0)),
+        line("sub_total.subtotal_price", 10, ("5", 0)),
+        line("sub_total.tax_price", 11, ("Tax", 1), ("1", 0)),  # a second group
+        line("menu.cnt", 7, ("x", 0)),
+        line("menu.cnt", 7, ("2", 0)),  # two lines of one category: joined
+        line("void_menu.nm", 12, ("OLD", 1)),  # nothing but a caption: no group
+    ]
+    write_json(
+        tmp_path / "train" / "json" / "receipt_00009.json",
+        {
+            "valid_line": valid_line,
+            "meta": {"version": "1.0.0", "split": "dev", "image_id": 9},
+        },
+    )
+    out = tmp_path / "o.jsonl"
+    convert("cord", tmp_path / "train", out, ConvertConfig(allow_missing_images=True))
+    (rec,) = read_labels(out)
+    assert rec.id == "dev/9" and rec.meta["split"] == "dev"
+    assert json.dumps(rec.fields) == json.dumps(
+        {
+            "menu": [{"nm": "RICE"}, {"nm": "TEA", "cnt": "x 2"}],
+            "sub_total": [{"subtotal_price": "5"}, {"tax_price": "1"}],
+            "total": {"total_price": "5"},
+        }
+    )
