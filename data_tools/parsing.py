@@ -35,6 +35,7 @@ import json_repair
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _START = re.compile(r"[{\[]")
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')  # strings (maybe unclosed), brackets
 
 REPAIR_SKIPPED = "repair skipped"
 
@@ -214,7 +215,26 @@ def _embedded(text: str, limits: ParseLimits) -> tuple[Any, _DuplicateRecorder] 
     return None
 
 
+def text_depth(text: str, limit: int) -> int:
+    """Bracket nesting of JSON-ish text, strings skipped (unclosed ones too); stops past
+    `limit`. json_repair is recursive and superlinear on deep text: this is checked first."""
+    depth = deepest = 0
+    for m in _TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _repair(candidate: str, limits: ParseLimits) -> Any:
+    if text_depth(candidate, limits.max_depth) > limits.max_depth:
+        raise JsonLimitError(f"JSON nested deeper than {limits.max_depth} levels")
     value = json_repair.loads(candidate)
     _check_depth(value, limits)
     return value
