@@ -44,31 +44,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import datetime as dt
-import fcntl
 import io
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from data_tools.config import ConfigError, apply_overrides, build, load_yaml
 from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file
 from data_tools.jsonl import (
     JsonlError,
     atomic_write_text,
     drop_torn_tail,
-    dumps_line,
     read_jsonl,
     write_jsonl_atomic,
 )
@@ -85,6 +82,7 @@ from data_tools.llm_client import (
 from data_tools.parsing import ParsedOutput, parse_model_output
 from data_tools.qa import check_fields
 from data_tools.records import LabelRecord, validate_fields
+from data_tools.runner import Appender, BadInput, run_lock, run_workers
 from data_tools.schema import CanonicalizeReport, Schema, load_schema
 from data_tools.vote import vote
 
@@ -118,7 +116,7 @@ FREE_PROMPTS = [
 ]
 
 
-class LabelConfigError(ValueError):
+class LabelConfigError(BadInput):
     """A config or input that cannot be used; the message says which key and what to do."""
 
 
@@ -175,26 +173,13 @@ class LabelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> LabelConfig:
-        d = dict(d)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LabelConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        for key in ("images", "out_dir", "client"):
-            if key not in d or d[key] in (None, ""):
-                raise LabelConfigError(f"{where}: '{key}' is required")
-        if not isinstance(d["client"], dict):
-            raise LabelConfigError(f"{where}: 'client' must be a mapping")
-        client = dict(d.pop("client"))
-        client.setdefault("max_concurrency", d.get("concurrency", 16))
+        d = copy.deepcopy(dict(d))
+        if isinstance(d.get("client"), dict):
+            d["client"].setdefault("max_concurrency", d.get("concurrency", 16))
         try:
-            d["client"] = EndpointConfig.from_dict(client, f"{where}: client")
-        except (TypeError, ValueError) as exc:
+            return build(cls, d, source=where)
+        except ConfigError as exc:
             raise LabelConfigError(str(exc)) from None
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise LabelConfigError(f"{where}: {exc}") from None
 
     @classmethod
     def from_yaml(
@@ -204,13 +189,13 @@ class LabelConfig:
         if path is not None:
             path = Path(path)
             try:
-                loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise LabelConfigError(f"{path}: cannot read the config: {exc}") from None
-            if not isinstance(loaded, dict):
-                raise LabelConfigError(f"{path}: the config must be a mapping")
-            data.update(loaded)
-        apply_overrides(data, overrides)
+                data.update(load_yaml(path))
+            except ConfigError as exc:
+                raise LabelConfigError(str(exc)) from None
+        try:
+            apply_overrides(data, overrides)
+        except ConfigError as exc:
+            raise LabelConfigError(str(exc)) from None
         return cls.from_dict(data, where=str(path or "config"))
 
     def path(self, p: str) -> Path:
@@ -221,25 +206,6 @@ class LabelConfig:
         d = asdict(self)
         d["client"].pop("api_key", None)  # never write a key to disk
         return d
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
-    """``a.b=value`` (value parsed as YAML) into the nested mapping ``data``."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise LabelConfigError(f"override {item!r} must look like key=value (dotted keys)")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as exc:
-            raise LabelConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
 
 
 # ---------------------------------------------------------------- inputs
@@ -371,75 +337,6 @@ def shrink_image(img: EncodedImage, factor: float, quality: int) -> EncodedImage
 
 
 # ---------------------------------------------------------------- outputs
-class Appender:
-    """Group commit for append-only JSONL files: whole lines, one write + fsync per batch.
-
-    ``await put(path, row)`` returns once the line is durable, so a record counts as done
-    only when it is on disk.
-    """
-
-    def __init__(self, fsync: bool = True) -> None:
-        self.fsync = fsync
-        self._queue: asyncio.Queue[tuple[Path, str, asyncio.Future[None]] | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def put(self, path: Path, row: dict[str, Any]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((path, dumps_line(row), fut))
-        await fut
-
-    async def close(self) -> None:
-        await self._queue.put(None)
-        if self._task is not None:
-            await self._task
-
-    def _write(self, batch: dict[Path, list[str]]) -> None:
-        for path, lines in batch.items():
-            data = "".join(lines).encode("utf-8")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    async def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            entries = [first]
-            while not self._queue.empty():
-                entries.append(self._queue.get_nowait())
-            batch: dict[Path, list[str]] = {}
-            futs: list[asyncio.Future[None]] = []
-            for e in entries:
-                if e is None:
-                    stop = True
-                    continue
-                path, line, fut = e
-                batch.setdefault(path, []).append(line)
-                futs.append(fut)
-            if not batch:
-                continue
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except Exception as exc:
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(exc)
-                continue
-            for f in futs:
-                if not f.done():
-                    f.set_result(None)
-
-
 def _read_ids(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -721,49 +618,13 @@ class RunSummary:
     exit_code: int = 0
 
 
-async def run_workers(
-    n: int, worker: Callable[[], Awaitable[None]], fatal: list[BaseException]
-) -> None:
-    """Run ``n`` copies of ``worker``; once one has put an error in ``fatal`` (and returned),
-    cancel the others at once: their unfinished images are simply redone by the next run."""
-    pending = {asyncio.create_task(worker()) for _ in range(n)}
-    try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if not t.cancelled() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
-            if fatal:
-                break
-    finally:
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-
-@contextlib.contextmanager
-def _run_lock(out_dir: Path) -> Iterator[None]:
-    fh = (out_dir / LOCK).open("a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabelConfigError(
-                f"{out_dir} is in use by another labeling run (lock {out_dir / LOCK}); "
-                "wait for it or use another out_dir"
-            ) from None
-        yield
-    finally:
-        fh.close()
-
-
 async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = None) -> RunSummary:
     """Label every image of ``cfg`` not done yet; see the module docstring."""
     schema = load_schema(cfg.schema) if cfg.schema else None
     out_dir = cfg.path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
-    with _run_lock(out_dir):
+    with run_lock(out_dir / LOCK, "labeling run"):
         labels_p, failures_p, review_p = (out_dir / n for n in (LABELS, FAILURES, REVIEW))
         for p in (labels_p, failures_p):
             if drop_torn_tail(p):
@@ -841,7 +702,7 @@ async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = Non
                     fatal.append(exc)
                     return
                 except ImageFailed as exc:
-                    await appender.put(
+                    await appender.put_row(
                         failures_p,
                         {
                             "id": item.id,
@@ -854,10 +715,10 @@ async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = Non
                     c.failed += 1
                     log.debug("failed %s: %s", item.id, exc.reason)
                 else:
-                    await appender.put(labels_p, rec)
+                    await appender.put_row(labels_p, rec)
                     c.ok += 1
                     if review is not None:
-                        await appender.put(review_p, review)
+                        await appender.put_row(review_p, review)
                         c.review += 1
                 bar.update(1)
                 bar.set_postfix(ok=c.ok, failed=c.failed, review=c.review, refresh=False)
@@ -947,7 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"--- vote {i + 1} (prompt {j}):\n{prompts[j]}")
             return 0
         summary = run(cfg)
-    except LabelConfigError as exc:
+    except BadInput as exc:
         log.error("error: %s", exc)
         return 2
     except KeyboardInterrupt:

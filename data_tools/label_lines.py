@@ -32,35 +32,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import copy
 import datetime as dt
-import fcntl
 import io
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from data_tools.config import ConfigError, apply_overrides, build, load_yaml
 from data_tools.images import find_images, is_image_file
 from data_tools.jsonl import JsonlError, atomic_write_text, drop_torn_tail, dumps_line, read_jsonl
-from data_tools.label import (
-    LabelConfigError,
-    add_run_arguments,
-    apply_overrides,
-    run_overrides,
-    run_workers,
-)
+from data_tools.label import LabelConfigError, add_run_arguments, run_overrides
 from data_tools.llm_client import (
     AsyncChatClient,
     EndpointConfig,
@@ -70,6 +62,7 @@ from data_tools.llm_client import (
     user_message,
 )
 from data_tools.normalize import normalize_text
+from data_tools.runner import BadInput, append_text, run_lock, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -121,27 +114,15 @@ class LinesConfig:
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> LinesConfig:
         data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise LabelConfigError(f"{path}: cannot read the config: {exc}") from None
-        data = copy.deepcopy(data)
-        apply_overrides(data, overrides)
-        where = str(path or "config")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise LabelConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        for key in ("images", "out_dir", "client"):
-            if data.get(key) in (None, ""):
-                raise LabelConfigError(f"{where}: '{key}' is required")
-        client = dict(data.pop("client"))
-        client.setdefault("max_concurrency", data.get("concurrency", 32))
         try:
-            data["client"] = EndpointConfig.from_dict(client, f"{where}: client")
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
+            if path is not None:
+                data = load_yaml(path)
+            data = copy.deepcopy(data)
+            apply_overrides(data, overrides)
+            if isinstance(data.get("client"), dict):
+                data["client"].setdefault("max_concurrency", data.get("concurrency", 32))
+            return build(cls, data, source=str(path or "config"))
+        except ConfigError as exc:
             raise LabelConfigError(str(exc)) from None
 
     def path(self, p: str) -> Path:
@@ -232,18 +213,6 @@ def reads_agree(a: str, b: str) -> bool:
 
 
 # ---------------------------------------------------------------- resume helpers
-def _drop_torn_text_tail(path: Path) -> bool:
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return False
-    with path.open("rb+") as fh:
-        fh.truncate(data.rfind(b"\n") + 1)
-    log.warning("%s: dropped a torn last line left by an interrupted run", path)
-    return True
-
-
 def _crop_owner(rel: str) -> str:
     """``crops/<id>/<n>.jpg`` → ``<id>`` (ids may contain slashes)."""
     return rel.removeprefix("crops/").rsplit("/", 1)[0]
@@ -264,31 +233,6 @@ def _keep_finished(out: Path, done: set[str]) -> None:
         keep_rows = [r for r in rows if r.get("id") in done]
         if len(keep_rows) != len(rows):
             atomic_write_text(dis, "".join(dumps_line(r) for r in keep_rows))
-
-
-@contextlib.contextmanager
-def _lock(out: Path) -> Iterator[None]:
-    fh = (out / LOCK).open("a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabelConfigError(f"{out} is in use by another text-line run") from None
-        yield
-    finally:
-        fh.close()
-
-
-def _append(path: Path, text: str) -> None:
-    data = text.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discover(cfg: LinesConfig) -> list[tuple[str, Path]]:
@@ -360,10 +304,10 @@ async def label_lines(
     out.mkdir(parents=True, exist_ok=True)
     s = LinesSummary()
     prompts = cfg.prompts or LINE_PROMPTS
-    with _lock(out):
+    with run_lock(out / LOCK, "text-line run"):
         for name in (DONE, FAILURES, DISAGREE):
             drop_torn_tail(out / name)
-        _drop_torn_text_tail(out / REC_GT)
+        drop_torn_tail(out / REC_GT, check_json=False)
         try:
             done = (
                 {str(o.get("id")) for _, o in read_jsonl(out / DONE)}
@@ -471,10 +415,10 @@ async def label_lines(
                 else:
                     dis_rows.append({"id": image_id, "crop": rel, "reads": [a, b]})
             if gt_lines:
-                await asyncio.to_thread(_append, out / REC_GT, "".join(gt_lines))
+                await asyncio.to_thread(append_text, out / REC_GT, "".join(gt_lines))
             if dis_rows:
                 await asyncio.to_thread(
-                    _append, out / DISAGREE, "".join(dumps_line(r) for r in dis_rows)
+                    append_text, out / DISAGREE, "".join(dumps_line(r) for r in dis_rows)
                 )
             row = {
                 "id": image_id,
@@ -484,7 +428,7 @@ async def label_lines(
                 "disagreed": len(dis_rows),
                 "empty": n_empty,
             }
-            await asyncio.to_thread(_append, out / DONE, dumps_line(row))
+            await asyncio.to_thread(append_text, out / DONE, dumps_line(row))
             s.lines += len(crops)
             s.agreed += len(gt_lines)
             s.disagreed += len(dis_rows)
@@ -508,7 +452,7 @@ async def label_lines(
                         "reason": str(exc),
                         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     }
-                    await asyncio.to_thread(_append, out / FAILURES, dumps_line(row))
+                    await asyncio.to_thread(append_text, out / FAILURES, dumps_line(row))
                 bar.update(1)
                 bar.set_postfix(agreed=s.agreed, disagreed=s.disagreed, failed=s.images_failed)
 
@@ -537,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = LinesConfig.from_yaml(args.config, run_overrides(args))
         s = asyncio.run(label_lines(cfg))
-    except LabelConfigError as exc:
+    except BadInput as exc:
         log.error("error: %s", exc)
         return 2
     if s.fatal:

@@ -448,13 +448,13 @@ async def _execute(
             bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
 
     try:
-        await _run_workers(min(workers, len(todo)), worker, fatal)
+        await run_workers(min(workers, len(todo)), worker, fatal)
     finally:
         bar.close()
         await appender.close()
 
 
-async def _run_workers(
+async def run_workers(
     n: int, worker: Callable[[], Awaitable[None]], fatal: list[BaseException]
 ) -> None:
     """``n`` copies of ``worker``; once one has recorded a fatal error, cancel the others at

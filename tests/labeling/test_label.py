@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from data_tools import label as label_mod
-from data_tools.label import LabelConfig, LabelConfigError, apply_overrides, run
+from data_tools.config import ConfigError, apply_overrides
+from data_tools.label import LabelConfig, LabelConfigError, run
+from data_tools.runner import BadInput
 from tests.labeling.conftest import fast_config
 from tests.support.openai_stub import (
     TRANSIENT_FAULTS,
@@ -356,13 +358,16 @@ def test_second_run_on_the_same_folder_is_refused(invoice_set, tmp_path: Path) -
     out.mkdir()
     with (out / ".label.lock").open("a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        with pytest.raises(LabelConfigError, match="in use"):
+        with pytest.raises(BadInput, match="in use"):
             run(fast_config("http://127.0.0.1:9/v1", inv.folder, out))
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
-    with pytest.raises(LabelConfigError, match="unknown key"):
-        LabelConfig.from_dict({"images": "x", "out_dir": "y", "client": {}, "votez": 2})
+    client = {"base_urls": ["http://h/v1"], "model": "m"}
+    with pytest.raises(LabelConfigError, match=r"votez: unknown key.*did you mean 'votes'"):
+        LabelConfig.from_dict({"images": "x", "out_dir": "y", "client": client, "votez": 2})
+    with pytest.raises(LabelConfigError, match="client: missing required key"):
+        LabelConfig.from_dict({"images": "x", "out_dir": "y", "client": {}})
     with pytest.raises(LabelConfigError, match="client"):
         LabelConfig.from_dict({"images": "x", "out_dir": "y"})
     with pytest.raises(LabelConfigError, match="skeleton"):
@@ -381,7 +386,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         "votes": 3,
         "x": {"y": None},
     }
-    with pytest.raises(LabelConfigError, match="key=value"):
+    with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["votes"])
 
 
