@@ -191,9 +191,13 @@ def _normalize_top(parse: dict[str, Any], item: SourceItem | None) -> dict[str, 
     for key in LIST_KEYS:
         if isinstance(out.get(key), dict):
             out[key] = [out[key]]
+            if item is not None:
+                item.count(f"{key} given as one object, written as a list of one")
     for value in out.get("menu", []) if isinstance(out.get("menu"), list) else []:
         if isinstance(value, dict) and isinstance(value.get("sub"), dict):
             value["sub"] = [value["sub"]]
+            if item is not None:
+                item.count("menu.sub given as one object, written as a list of one")
     return out
 
 
