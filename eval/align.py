@@ -34,7 +34,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from scipy.optimize import linear_sum_assignment
 
-from eval.anls import anls
+from eval.anls import PLAIN_FLOAT_SUM, anls
 
 TP, WRONG, MISS, HALLUCINATED, TN = "tp", "wrong", "miss", "hallucinated", "tn"
 OUTCOMES = (TP, WRONG, MISS, HALLUCINATED)
@@ -243,6 +243,74 @@ def _item_similarity(
     return sum(_scalar_similarity(ga.get(k, ""), pa.get(k, "")) for k in keys) / len(keys)
 
 
+VECTOR_MIN_PAIRS = 64  # below this many item pairs the per-pair loop is faster (measured)
+
+
+def _similarity_matrix(
+    gf: list[Any], pf: list[Any], g_kinds: list[str], p_kinds: list[str]
+) -> np.ndarray:
+    """Item similarity of every (gold, predicted) pair; 0 across kinds.
+
+    Long lists are computed with rapidfuzz's ``cdist`` (one call per leaf key) and numpy,
+    adding the per-key terms in the order the per-pair loop adds them, so every value is
+    the one ``_item_similarity`` / ``_scalar_similarity`` gives.
+    """
+    sim = np.zeros((len(gf), len(pf)))
+    if len(gf) * len(pf) < VECTOR_MIN_PAIRS or not PLAIN_FLOAT_SUM:
+        for i, (a, ak) in enumerate(zip(gf, g_kinds, strict=True)):
+            for j, (b, bk) in enumerate(zip(pf, p_kinds, strict=True)):
+                if ak != bk:
+                    continue
+                if ak == "scalar":
+                    sim[i, j] = _scalar_similarity(a, b) if (a or b) else 1.0
+                else:
+                    sim[i, j] = _item_similarity(a, b)
+        return sim
+    from rapidfuzz.process import cdist
+
+    def scores(a: list[str], b: list[str]) -> np.ndarray:
+        # normalized_similarity is _scalar_similarity: 1 when equal (both empty too), 0
+        # against an empty string, else 1 - distance / longer length
+        return cdist(a, b, scorer=Levenshtein.normalized_similarity, dtype=np.float64, workers=1)
+
+    rows = [i for i, k in enumerate(g_kinds) if k == "scalar"]
+    cols = [j for j, k in enumerate(p_kinds) if k == "scalar"]
+    if rows and cols:
+        sim[np.ix_(rows, cols)] = scores([gf[i] for i in rows], [pf[j] for j in cols])
+    for kind in ("dict", "list"):
+        g_groups: dict[tuple[Any, ...], list[int]] = {}
+        p_groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, k in enumerate(g_kinds):
+            if k == kind:
+                g_groups.setdefault(tuple(gf[i]), []).append(i)
+        for j, k in enumerate(p_kinds):
+            if k == kind:
+                p_groups.setdefault(tuple(pf[j]), []).append(j)
+        for g_keys, rows in g_groups.items():
+            for p_keys, cols in p_groups.items():
+                in_gold = set(g_keys)
+                keys = [*g_keys, *(k for k in p_keys if k not in in_gold)]
+                acc: Any = 0  # sum(): int 0, then one key at a time, in key order
+                count: Any = 0
+                for key in keys:
+                    a = [gf[i].get(key, "") for i in rows]
+                    b = [pf[j].get(key, "") for j in cols]
+                    a_set = np.fromiter((bool(x) for x in a), dtype=bool, count=len(a))
+                    b_set = np.fromiter((bool(x) for x in b), dtype=bool, count=len(b))
+                    counted = a_set[:, None] | b_set[None, :]  # keys empty on both sides: skipped
+                    if not counted.any():
+                        continue
+                    term = np.where(counted, scores(a, b), 0.0)  # + 0.0 leaves a sum unchanged
+                    acc = acc + term
+                    count = count + counted
+                block = np.ones((len(rows), len(cols)))
+                if not isinstance(count, int):
+                    has = count > 0
+                    block[has] = (acc / np.where(has, count, 1))[has]
+                sim[np.ix_(rows, cols)] = block
+    return sim
+
+
 def _align_lists(
     g: list[Any],
     p: list[Any],
@@ -273,17 +341,9 @@ def _align_lists(
 
     g_kinds, p_kinds = [kind(x) for x in g], [kind(x) for x in p]
     gf, pf = [features(x) for x in g], [features(x) for x in p]
-    sim = np.zeros((len(g), len(p)))
-    for i, (a, ak) in enumerate(zip(gf, g_kinds, strict=True)):
-        for j, (b, bk) in enumerate(zip(pf, p_kinds, strict=True)):
-            if ak != bk:
-                s = 0.0
-            elif ak == "scalar":
-                s = _scalar_similarity(a, b) if (a or b) else 1.0
-            else:
-                s = _item_similarity(a, b)
-            # prefer keeping positions on ties
-            sim[i, j] = s + (1e-9 if i == j else 0.0)
+    sim = _similarity_matrix(gf, pf, g_kinds, p_kinds)
+    n = min(len(g), len(p))
+    sim[np.arange(n), np.arange(n)] += 1e-9  # prefer keeping positions on ties
     rows, cols = linear_sum_assignment(sim, maximize=True)
     matched_g: set[int] = set()
     matched_p: set[int] = set()

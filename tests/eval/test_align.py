@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from data_tools.normalize import normalize_value
 from eval.align import Normalizer, align
 
@@ -81,3 +83,38 @@ def test_numbers_and_null_in_predictions() -> None:
     gold = {"total": "507.82", "n": "5", "x": "1"}
     pred = {"total": 507.82, "n": 5, "x": None}
     assert outcomes(gold, pred) == {"total": ["tp"], "n": ["tp"], "x": ["miss"]}
+
+
+def test_vectorised_pair_matrix_equals_the_per_pair_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long lists (cdist + numpy) align exactly as the per-pair loop does, ties included."""
+    import random
+
+    import eval.align as align_module
+
+    rng = random.Random(0)
+    values = ["1.00", "¥1.00", "apple", "aple", "", None, "pear", 2, "2016年06月12日"]
+
+    def item() -> object:
+        r = rng.random()
+        if r < 0.15:
+            return rng.choice(values)
+        if r < 0.2:
+            return [rng.choice(values)]
+        d = {k: rng.choice(values) for k in ("name", "amount", "date") if rng.random() < 0.8}
+        if rng.random() < 0.2:
+            d["sub"] = {"x": rng.choice(values)}
+        return d
+
+    def key(res: object) -> object:
+        leaves = [
+            (lf.field, lf.outcome, lf.anls, repr(lf.gold), repr(lf.pred)) for lf in res.leaves
+        ]
+        return leaves, (res.rows.exact, res.rows.gold, res.rows.pred)
+
+    for _ in range(150):
+        gold = {"items": [item() for _ in range(rng.randint(8, 16))]}
+        pred = {"items": [item() for _ in range(rng.randint(8, 16))] + gold["items"][:4]}
+        monkeypatch.setattr(align_module, "VECTOR_MIN_PAIRS", 10**9)
+        slow = key(align(gold, pred, _norm()))
+        monkeypatch.setattr(align_module, "VECTOR_MIN_PAIRS", 0)
+        assert key(align(gold, pred, _norm())) == slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from anls_star import anls_score
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eval.anls import anls, anls_star
 from eval.kie_accuracy import kie_accuracy
@@ -66,3 +67,44 @@ def test_anls_star_equals_the_package(gold: dict, pred: object) -> None:
             anls_star(gold, pred)
         return
     assert anls_star(gold, pred) == expected
+
+
+# ---------------------------------------------------------------- long lists, both paths
+LIKE = st.sampled_from(["a", "A", " a ", "b", "ab", "abc", "abd", "", None, 1, 1.0, True, "1"])
+ITEMS = st.dictionaries(st.sampled_from(["x", "y", "z", "w"]), LIKE, max_size=4)
+LONG_LISTS = st.lists(ITEMS | LIKE, min_size=8, max_size=14)
+
+
+@pytest.mark.parametrize("vector_min", [0, 10**9], ids=["vectorised", "per-pair"])
+@settings(max_examples=60, deadline=None)
+@given(gold=LONG_LISTS, pred=LONG_LISTS, tail=JSON_VALUES)
+def test_anls_star_long_lists_equal_the_package(
+    vector_min: int, gold: list, pred: list, tail: object
+) -> None:
+    """Ties (equal items, case-only differences, 1 == 1.0 == True) in long lists of leaves
+    and flat dicts: the vectorised pair matrix and the package's matching give its value."""
+    import eval.anls as anls_module
+
+    saved = anls_module._VECTOR_MIN_PAIRS
+    anls_module._VECTOR_MIN_PAIRS = vector_min
+    try:
+        g = {"items": gold, "t": tail}
+        p = {"items": pred + gold[: len(gold) // 2], "t": tail}
+        assert anls_star(g, p) == anls_score(g, p)
+        assert anls_star(gold, pred) == anls_score(gold, pred)
+    finally:
+        anls_module._VECTOR_MIN_PAIRS = saved
+
+
+def test_assignment_is_the_packages_on_ties() -> None:
+    """The matching handed to munkres' kernel as an array is the one its public call gives."""
+    import numpy as np
+    from munkres import Munkres, make_cost_matrix
+
+    from eval.anls import _assignment
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, m = (int(x) for x in rng.integers(1, 10, size=2))
+        avg = rng.choice([0.0, 0.25, 0.5, 1.0, float(np.nextafter(1.0, 2.0))], size=(n, m))
+        assert _assignment(avg) == Munkres().compute(make_cost_matrix(avg.tolist()))
