@@ -52,23 +52,17 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
-from data_tools.config import ConfigError, apply_overrides, build, load_yaml
+from data_tools.config import ConfigError, apply_overrides, build, load_yaml, redact, to_dict
 from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file
-from data_tools.jsonl import (
-    JsonlError,
-    atomic_write_text,
-    drop_torn_tail,
-    read_jsonl,
-    write_jsonl_atomic,
-)
+from data_tools.jsonl import dumps_line, read_jsonl, write_jsonl_atomic
 from data_tools.llm_client import (
     AsyncChatClient,
     ChatResult,
@@ -82,7 +76,17 @@ from data_tools.llm_client import (
 from data_tools.parsing import ParsedOutput, parse_model_output
 from data_tools.qa import check_fields
 from data_tools.records import LabelRecord, validate_fields
-from data_tools.runner import Appender, BadInput, run_lock, run_workers
+from data_tools.runner import (
+    BadInput,
+    Item,
+    ItemFailed,
+    Output,
+    RunFiles,
+    RunState,
+    RunSummary,
+    exit_message,
+    run_items,
+)
 from data_tools.schema import CanonicalizeReport, Schema, load_schema
 from data_tools.vote import vote
 
@@ -203,9 +207,8 @@ class LabelConfig:
         return q if q.is_absolute() else Path(self.base_dir) / q
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["client"].pop("api_key", None)  # never write a key to disk
-        return d
+        """The config fit to write: keys, userinfo in URLs and header values masked."""
+        return to_dict(self)
 
 
 # ---------------------------------------------------------------- inputs
@@ -337,12 +340,6 @@ def shrink_image(img: EncodedImage, factor: float, quality: int) -> EncodedImage
 
 
 # ---------------------------------------------------------------- outputs
-def _read_ids(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [str(obj.get("id")) for _, obj in read_jsonl(path)]
-
-
 # ---------------------------------------------------------------- labeling one image
 class ImageFailed(Exception):
     def __init__(self, stage: str, reason: str, attempts: int = 0) -> None:
@@ -599,161 +596,81 @@ def _review_row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the run
-@dataclass
-class RunSummary:
-    images: int = 0
-    done_before: int = 0
-    skipped_failed: int = 0
-    todo: int = 0
-    ok: int = 0
-    failed: int = 0
-    needs_review: int = 0
-    calls: int = 0
-    http_attempts: int = 0
-    answer_retries: int = 0
-    elapsed_s: float = 0.0
-    images_per_s: float = 0.0
-    fatal: str | None = None
-    dropped_torn_lines: list[str] = field(default_factory=list)
-    exit_code: int = 0
-
-
 async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = None) -> RunSummary:
-    """Label every image of ``cfg`` not done yet; see the module docstring."""
+    """Label every image of ``cfg`` not done yet (the run harness, ``data_tools.runner``).
+
+    ``needs_review.jsonl`` is a view of ``labels.jsonl``: rebuilt under the lock at every
+    start, so a crash between the two appends can neither lose nor duplicate a row.
+    """
     schema = load_schema(cfg.schema) if cfg.schema else None
     out_dir = cfg.path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary()
-    with run_lock(out_dir / LOCK, "labeling run"):
-        labels_p, failures_p, review_p = (out_dir / n for n in (LABELS, FAILURES, REVIEW))
-        for p in (labels_p, failures_p):
-            if drop_torn_tail(p):
-                summary.dropped_torn_lines.append(p.name)
-        try:
-            done = set(_read_ids(labels_p))
-            failed_before = set(_read_ids(failures_p)) - done
-            # needs_review.jsonl is a view of labels.jsonl: rebuilt so a crash between the two
-            # appends can neither lose nor duplicate a row
-            reviews = [
-                _review_row(obj)
-                for _, obj in (read_jsonl(labels_p) if labels_p.exists() else [])
-                if (obj.get("meta") or {}).get("needs_review")
-            ]
-        except JsonlError as exc:
-            raise LabelConfigError(
-                f"{exc}. A corrupt line in the middle of an output file is not from a crash; "
-                "fix or remove it, then rerun"
-            ) from None
+    labels_p, review_p = out_dir / LABELS, out_dir / REVIEW
+    files = RunFiles(
+        out=labels_p,
+        failures=out_dir / FAILURES,
+        summary=out_dir / SUMMARY,
+        lock_file=out_dir / LOCK,
+    )
+
+    def rebuild_review(state: RunState) -> None:
+        reviews = [
+            _review_row(obj)
+            for _, obj in (read_jsonl(labels_p) if labels_p.exists() else [])
+            if (obj.get("meta") or {}).get("needs_review")
+        ]
         write_jsonl_atomic(review_p, reviews)
 
-        items = discover_images(cfg)
-        summary.images = len(items)
-        summary.done_before = sum(it.id in done for it in items)
-        todo = [it for it in items if it.id not in done]
-        if not cfg.retry_failed:
-            summary.skipped_failed = sum(it.id in failed_before for it in todo)
-            todo = [it for it in todo if it.id not in failed_before]
-        if cfg.limit is not None:
-            todo = todo[: cfg.limit]
-        summary.todo = len(todo)
-        log.info(
-            "%d image(s): %d already labeled, %d failed before%s, %d to label → %s",
-            summary.images,
-            summary.done_before,
-            summary.skipped_failed,
-            " (skipped; use --retry-failed)" if summary.skipped_failed else "",
-            summary.todo,
-            out_dir,
-        )
-        own_client = client is None
-        client = client or AsyncChatClient(cfg.client)
-        fatal: list[BaseException] = []
-        if todo:
-            try:
-                await preflight(client)
-            except FatalLLMError as exc:
-                fatal.append(exc)
-                todo = []
-            except BaseException:
-                if own_client:
-                    await client.aclose()
-                raise
-        labeler = Labeler(cfg, client, schema)
-        appender = Appender(cfg.fsync)
-        appender.start()
-        bar = tqdm(total=len(todo), unit="img", disable=not cfg.progress, dynamic_ncols=True)
-        queue_iter = iter(todo)
-        t0 = time.monotonic()
-        c = labeler.counters
+    items = [Item.single(it.id, payload=it) for it in discover_images(cfg)]
+    own_client = client is None
+    client = client or AsyncChatClient(cfg.client)
+    labeler = Labeler(cfg, client, schema)
+    c = labeler.counters
+    counters: Counter[str] = Counter()
 
-        async def worker() -> None:
-            for item in queue_iter:
-                if fatal:
-                    return
-                try:
-                    try:
-                        rec, review = await labeler.label_one(item)
-                    except (ImageFailed, FatalLLMError, asyncio.CancelledError):
-                        raise
-                    except Exception as exc:  # a bug on one image must not stop the run
-                        log.exception("unexpected error on %s", item.path)
-                        raise ImageFailed("internal", f"{type(exc).__name__}: {exc}") from exc
-                except FatalLLMError as exc:
-                    fatal.append(exc)
-                    return
-                except ImageFailed as exc:
-                    await appender.put_row(
-                        failures_p,
-                        {
-                            "id": item.id,
-                            "image": labeler._image_field(item.path),
-                            "stage": exc.stage,
-                            "reason": exc.reason,
-                            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                        },
-                    )
-                    c.failed += 1
-                    log.debug("failed %s: %s", item.id, exc.reason)
-                else:
-                    await appender.put_row(labels_p, rec)
-                    c.ok += 1
-                    if review is not None:
-                        await appender.put_row(review_p, review)
-                        c.review += 1
-                bar.update(1)
-                bar.set_postfix(ok=c.ok, failed=c.failed, review=c.review, refresh=False)
-
+    async def work(item: Item) -> Output:
+        image: ImageItem = item.payload
         try:
-            # more workers than request slots: while one post-processes an answer (parse, vote,
-            # QA, append), another already waits on the client's semaphore with its image ready
-            n_workers = min(cfg.concurrency + max(2, cfg.concurrency // 2), len(todo))
-            await run_workers(n_workers, worker, fatal)
+            rec, review = await labeler.label_one(image)
+        except ImageFailed as exc:
+            raise ItemFailed(
+                exc.stage, exc.reason, image=labeler._image_field(image.path)
+            ) from None
         finally:
-            bar.close()
-            await appender.close()
-            if own_client:
-                await client.aclose()
-        summary.elapsed_s = round(time.monotonic() - t0, 3)
-        summary.ok, summary.failed, summary.needs_review = c.ok, c.failed, c.review
-        summary.calls, summary.http_attempts = c.calls, c.http_attempts
-        summary.answer_retries = c.answer_retries
-        summary.images_per_s = round(c.ok / summary.elapsed_s, 3) if summary.elapsed_s else 0.0
-        if fatal:
-            summary.fatal = str(fatal[0])
-            summary.exit_code = 3
-        elif c.failed:
-            summary.exit_code = 1
-        atomic_write_text(
-            out_dir / SUMMARY,
-            json.dumps(
-                {"summary": asdict(summary), "config": cfg.to_dict()},
-                ensure_ascii=False,
-                indent=2,
-                default=str,
+            counters.update(
+                calls=c.calls - counters["calls"],
+                http_attempts=c.http_attempts - counters["http_attempts"],
+                answer_retries=c.answer_retries - counters["answer_retries"],
             )
-            + "\n",
+        counters["needs_review"] += review is not None
+        side = [(review_p, dumps_line(review))] if review is not None else []
+        return Output(rows=[rec], side=side)
+
+    async def check_endpoint() -> None:
+        await preflight(client)
+
+    try:
+        # more workers than request slots: while one post-processes an answer (parse, vote,
+        # QA, append), another already waits on the client's semaphore with its image ready
+        return await run_items(
+            items,
+            work,
+            files,
+            workers=cfg.concurrency + max(2, cfg.concurrency // 2),
+            retry_failed=cfg.retry_failed,
+            limit=cfg.limit,
+            progress=cfg.progress,
+            desc="label",
+            unit="img",
+            fsync=cfg.fsync,
+            counters=counters,
+            prepare=rebuild_review,
+            before_start=check_endpoint,
+            config=cfg.to_dict(),
         )
-    return summary
+    finally:
+        if own_client:
+            await client.aclose()
 
 
 def run(cfg: LabelConfig) -> RunSummary:
@@ -802,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             items = discover_images(cfg)
             prompts = build_prompts(cfg, schema)
             print(f"{len(items)} image(s) → {cfg.path(cfg.out_dir)}")
-            print(f"endpoint(s): {cfg.client.base_urls}  model: {cfg.client.model}")
+            print(f"endpoint(s): {redact(cfg.client.base_urls)}  model: {cfg.client.model}")
             for i in range(cfg.votes):
                 j = i % len(prompts)
                 print(f"--- vote {i + 1} (prompt {j}):\n{prompts[j]}")
@@ -814,22 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted; finished images are saved, rerun to continue")
         return 130
-    if summary.fatal:
-        log.error("stopped: %s", summary.fatal)
-    log.info(
-        "done: %d labeled (%d need review), %d failed, %d skipped as failed before; "
-        "%.1f images/s; %d calls, %d HTTP attempts, %d answers re-asked",
-        summary.ok,
-        summary.needs_review,
-        summary.failed,
-        summary.skipped_failed,
-        summary.images_per_s,
-        summary.calls,
-        summary.http_attempts,
-        summary.answer_retries,
-    )
-    if summary.failed:
-        log.info("failures are in %s (rerun with --retry-failed)", cfg.path(cfg.out_dir) / FAILURES)
+    (log.error if summary.exit_code else log.info)("%s", exit_message(summary, "image"))
+    log.info("%.1f images/s", summary.items_per_s)
     return summary.exit_code
 
 

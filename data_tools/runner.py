@@ -112,10 +112,11 @@ class RunFiles:
     summary: Path | None = None
     row_key: Callable[[Mapping[str, Any]], str] = lambda row: str(row.get("id"))
     side: tuple[Path, ...] = ()  # side files whose torn tails are dropped on start
+    lock_file: Path | None = None  # default: <out>.lock
 
     @property
     def lock(self) -> Path:
-        return self.out.with_name(self.out.name + ".lock")
+        return self.lock_file or self.out.with_name(self.out.name + ".lock")
 
     @classmethod
     def beside(cls, out: Path, **kw: Any) -> RunFiles:
