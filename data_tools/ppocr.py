@@ -17,6 +17,14 @@ Public API (stable; other modules build on it):
 - :func:`create_paddleocr`: a ``paddleocr.PaddleOCR`` pipeline (detection + recognition)
   on those dirs, ``engine="onnxruntime"``; ``preset="server"`` selects the
   PP-OCRv6 medium models by name instead (downloaded by PaddleOCR; for GPU users).
+- :func:`create_ocr`: the OCR engine by name. ``engine="rapidocr"`` (default for the
+  offline models on CPU) runs the same ONNX files through RapidOCR's loader, set up like
+  PaddleOCR's pipeline (same detection size, thresholds and normalisation): no Paddle
+  import, so it is ready in about a second instead of ~20 (``benchmarks/startup.py``).
+  ``engine="paddleocr"`` is :func:`create_paddleocr`. Both return an object whose
+  ``predict(image)`` yields ``rec_texts`` / ``rec_scores`` / ``rec_polys`` for :func:`ocr_lines`.
+- :func:`models_fingerprint`: sha256 of the ONNX model files (content, not dates): part of
+  the OCR cache key, so upgraded models never serve stale lines.
 - :func:`create_text_detector` / :func:`create_text_recognizer`: the single models
   (``paddleocr.TextDetection`` / ``paddleocr.TextRecognition``) on the same dirs.
 - :func:`ocr_lines` runs a pipeline on one image (path or BGR array) ->
@@ -24,6 +32,14 @@ Public API (stable; other modules build on it):
   :func:`group_rows` groups lines into rows (vertical centres within half a median line
   height of the row's band), :func:`reading_order` flattens the rows top-to-bottom,
   left-to-right, :func:`lines_to_text` joins them (rows by newline, lines by two spaces).
+
+Detection size (``limit_side_len``, ``limit_type``): the detector's input is scaled so
+that its shorter side is at least ``limit_side_len`` (``limit_type="min"``) or its longer
+side at most ``limit_side_len`` (``"max"``), then rounded to multiples of 32. PaddleOCR's
+default (``64, "min"``; :data:`DET_LIMIT_SIDE_LEN`, :data:`DET_LIMIT_TYPE`) keeps a photo
+at full resolution (PaddleX caps the longer side at 4,000 px). ``960, "max"`` is faster
+and may miss small print; the measured effect on time and the OCR ceiling is in the
+README (``benchmarks/startup.py --det-sizes``).
 
 Example::
 
@@ -59,6 +75,17 @@ REC_IMAGE_SHAPE = (3, 48, 320)
 MODEL_FILE = "inference.onnx"
 CONFIG_FILE = "inference.yml"
 PRESETS = ("small-onnx", "server")
+ENGINES = ("rapidocr", "paddleocr")
+#: PaddleOCR's own detection size (its OCR pipeline config): full resolution for photos
+DET_LIMIT_SIDE_LEN = 64
+DET_LIMIT_TYPE = "min"
+DET_LIMIT_TYPES = ("min", "max")
+DET_MAX_SIDE_LIMIT = 4000  # PaddleX scales the detector input down to this longer side
+# PaddleOCR's OCR pipeline post-processing (paddlex/configs/pipelines/OCR.yaml)
+DET_THRESH, DET_BOX_THRESH, DET_UNCLIP_RATIO = 0.3, 0.6, 1.5
+DET_MEAN = (0.485, 0.456, 0.406)  # the NormalizeImage of det_config()
+DET_STD = (0.229, 0.224, 0.225)
+REC_BATCH_SIZE = 6
 
 
 class PPOCRSetupError(RuntimeError):
@@ -193,6 +220,35 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/invoice-kie/ppocr`` (``~/.cache/...`` when unset)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "invoice-kie" / "ppocr"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def models_fingerprint(files: Sequence[Path] | None = None) -> str:
+    """sha256 (first 16 hex digits) of the OCR model files' bytes, det then rec.
+
+    Default: the PP-OCRv6 small ONNX files of the installed rapidocr wheel. Content, not
+    dates: a reinstall of the same wheel keeps the key, new weights change it. Cached per
+    process by (path, size, mtime), so it costs one read of ~20 MB per process.
+    """
+    paths = list(files) if files is not None else list(rapidocr_onnx_files())
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FINGERPRINTS:
+            _FINGERPRINTS[key] = file_sha256(p)
+        h.update(f"{p.name}:{_FINGERPRINTS[key]}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _fingerprint(*files: Path) -> str:
@@ -335,6 +391,230 @@ def create_text_recognizer(
     kw = _engine_kwargs("small-onnx", device, cpu_threads)
     kw.update(overrides)
     return TextRecognition(model_name=dirs.rec_model_name, model_dir=str(dirs.rec), **kw)
+
+
+# ---------------------------------------------------------------- RapidOCR engine
+def _check_det_size(limit_side_len: int | None, limit_type: str | None) -> tuple[int, str]:
+    side = DET_LIMIT_SIDE_LEN if limit_side_len is None else int(limit_side_len)
+    kind = DET_LIMIT_TYPE if limit_type is None else str(limit_type)
+    if side < 32:
+        raise ValueError(f"OCR limit_side_len must be >= 32, got {side}")
+    if kind not in DET_LIMIT_TYPES:
+        raise ValueError(f"OCR limit_type must be one of {DET_LIMIT_TYPES}, got {kind!r}")
+    return side, kind
+
+
+class RapidOcrPipeline:
+    """PP-OCR detection + recognition on the ONNX files through RapidOCR, set up like
+    PaddleOCR's text pipeline (no orientation classifier, no image pre-scaling, the same
+    detection size, DB thresholds and normalisation, batches of 6 line crops).
+
+    ``predict(image)`` takes a path or a BGR array and returns one result dict with
+    ``rec_texts``, ``rec_scores`` and ``rec_polys`` (N x 4 x 2), as PaddleOCR does.
+    One difference: PaddleX caps the detector input at 4,000 px on the longer side
+    (:data:`DET_MAX_SIDE_LIMIT`); here that is done before detection too, with the line
+    crops still cut from the full-resolution image.
+    """
+
+    engine = "rapidocr"
+
+    def __init__(
+        self,
+        det_onnx: Path,
+        rec_onnx: Path,
+        *,
+        cpu_threads: int | None = None,
+        limit_side_len: int | None = None,
+        limit_type: str | None = None,
+    ) -> None:
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise PPOCRSetupError(
+                f"rapidocr is not importable ({e}); install it (requirements/cpu.txt) or "
+                "use engine='paddleocr'"
+            ) from e
+        self.limit_side_len, self.limit_type = _check_det_size(limit_side_len, limit_type)
+        threads = int(cpu_threads) if cpu_threads else -1
+        params: dict[str, Any] = {
+            "Global.use_cls": False,
+            "Global.use_preprocess_img": False,
+            "Global.use_vertical_padding": False,
+            "Global.text_score": 0.0,
+            "Global.log_level": "warning",
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "Det.model_path": str(det_onnx),
+            "Det.limit_side_len": self.limit_side_len,
+            "Det.limit_type": self.limit_type,
+            "Det.mean": list(DET_MEAN),
+            "Det.std": list(DET_STD),
+            "Det.thresh": DET_THRESH,
+            "Det.box_thresh": DET_BOX_THRESH,
+            "Det.unclip_ratio": DET_UNCLIP_RATIO,
+            "Det.use_dilation": False,
+            "Det.score_mode": "fast",
+            "Rec.model_path": str(rec_onnx),
+            "Rec.rec_img_shape": list(REC_IMAGE_SHAPE),
+            "Rec.rec_batch_num": REC_BATCH_SIZE,
+        }
+        self._ocr = RapidOCR(params=params)
+        self._ocr._load_det_model()  # load now, not on the first image
+        self._ocr._load_rec_model()
+        self._det = self._ocr.text_det
+
+    def _detect(self, bgr: Any) -> Any:
+        """Detection with PaddleX's 4,000 px cap on the detector input."""
+        import numpy as np
+
+        h, w = bgr.shape[:2]
+        side, kind = self.limit_side_len, self.limit_type
+        scale = 1.0
+        if kind == "min" and min(h, w) < side:
+            scale = side / min(h, w)
+        elif kind == "max" and max(h, w) > side:
+            scale = side / max(h, w)
+        if max(h, w) * scale <= DET_MAX_SIDE_LIMIT:
+            return self._det(bgr)
+        import cv2
+
+        r = DET_MAX_SIDE_LIMIT / max(h, w)
+        small = cv2.resize(bgr, (max(32, int(w * r)), max(32, int(h * r))))
+        out = self._det(small)
+        if out.boxes is not None:
+            out.boxes = (np.asarray(out.boxes, dtype=np.float32) / r).astype(np.float32)
+        return out
+
+    def predict(self, image: str | Path | Any) -> list[dict[str, Any]]:
+        import cv2
+        import numpy as np
+        from rapidocr.utils.process_img import get_rotate_crop_image
+
+        if isinstance(image, (str, Path)):
+            bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"{image}: not a readable image")
+        else:
+            bgr = np.ascontiguousarray(image)
+        det = self._detect(bgr)
+        empty = {"rec_texts": [], "rec_scores": [], "rec_polys": []}
+        if det.boxes is None or len(det.boxes) == 0:
+            return [empty]
+        boxes = [np.asarray(b, dtype=np.float32) for b in det.boxes]
+        crops = [_minarea_rect_crop(bgr, b, get_rotate_crop_image) for b in boxes]
+        texts, scores = self._recognize(crops)
+        return [{"rec_texts": texts, "rec_scores": scores, "rec_polys": boxes}]
+
+    def _recognize(self, crops: list[Any]) -> tuple[list[str], list[float]]:
+        """Line crops -> (texts, scores), batched exactly as PaddleX does.
+
+        The recogniser attends over the whole padded width, so the padding changes its
+        output: like PaddleX, crops are sorted by aspect ratio (stable), each resized on its
+        own to height 48 and width ``max(320, 48 * ratio)`` (at most 3,200), and zero-padded
+        to the widest of its batch of :data:`REC_BATCH_SIZE`.
+        """
+        import numpy as np
+
+        rec = self._ocr.text_rec
+        ratios = [c.shape[1] / float(c.shape[0]) for c in crops]
+        order = sorted(range(len(crops)), key=lambda i: ratios[i])
+        texts: list[str] = [""] * len(crops)
+        scores: list[float] = [0.0] * len(crops)
+        for start in range(0, len(order), REC_BATCH_SIZE):
+            idx = order[start : start + REC_BATCH_SIZE]
+            imgs = [_rec_resize_norm(crops[i]) for i in idx]
+            width = max(im.shape[2] for im in imgs)
+            batch = np.stack(
+                [np.pad(im, ((0, 0), (0, 0), (0, width - im.shape[2]))) for im in imgs]
+            )
+            preds = rec.session(batch.astype(np.float32))
+            lines, _ = rec.postprocess_op(preds, False)
+            for i, (text, score) in zip(idx, lines, strict=True):
+                texts[i], scores[i] = str(text), float(score)
+        return texts, scores
+
+
+def _minarea_rect_crop(img: Any, box: Any, rotate_crop: Any) -> Any:
+    """PaddleX's ``CropByPolys.get_minarea_rect_crop`` (quad boxes): the line crop."""
+    import cv2
+    import numpy as np
+
+    rect = cv2.minAreaRect(np.asarray(box).astype(np.int32))
+    pts = sorted(cv2.boxPoints(rect), key=lambda p: p[0])
+    a, d = (0, 1) if pts[1][1] > pts[0][1] else (1, 0)
+    b, c = (2, 3) if pts[3][1] > pts[2][1] else (3, 2)
+    return rotate_crop(img, np.array([pts[a], pts[b], pts[c], pts[d]]))
+
+
+def _rec_resize_norm(img: Any, max_width: int = 3200) -> Any:
+    """PaddleX's ``OCRReisizeNormImg.resize`` (text_recognition/processors.py) for one crop."""
+    import math
+
+    import cv2
+    import numpy as np
+
+    c, h, w_min = REC_IMAGE_SHAPE
+    ratio = img.shape[1] / float(img.shape[0])
+    width = int(h * max(w_min / h, ratio))
+    if width > max_width:
+        resized, new_w, width = cv2.resize(img, (max_width, h)), max_width, max_width
+    else:
+        new_w = min(width, math.ceil(h * ratio))
+        resized = cv2.resize(img, (new_w, h))
+    arr = resized.astype("float32").transpose((2, 0, 1)) / 255
+    arr -= 0.5
+    arr /= 0.5
+    out = np.zeros((c, h, width), dtype=np.float32)
+    out[:, :, :new_w] = arr
+    return out
+
+
+def create_rapidocr(
+    model_files: tuple[Path, Path] | None = None,
+    *,
+    cpu_threads: int | None = None,
+    limit_side_len: int | None = None,
+    limit_type: str | None = None,
+) -> RapidOcrPipeline:
+    """:class:`RapidOcrPipeline` on the PP-OCRv6 small ONNX files (default: the rapidocr wheel's)."""
+    det, rec = model_files or rapidocr_onnx_files()
+    return RapidOcrPipeline(
+        det, rec, cpu_threads=cpu_threads, limit_side_len=limit_side_len, limit_type=limit_type
+    )
+
+
+def create_ocr(
+    engine: str = "rapidocr",
+    *,
+    preset: str = "small-onnx",
+    device: str = "cpu",
+    cpu_threads: int | None = None,
+    cache_dir: Path | str | None = None,
+    limit_side_len: int | None = None,
+    limit_type: str | None = None,
+    **overrides: Any,
+) -> Any:
+    """The OCR engine ``engine`` (:data:`ENGINES`); ``ocr_lines(engine, image)`` runs it.
+
+    ``rapidocr`` serves the offline small models on CPU only (``preset="small-onnx"``,
+    ``device="cpu"``, no ``overrides``); ask for ``paddleocr`` for anything else.
+    ``limit_side_len`` / ``limit_type``: the detection size (module docstring).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown OCR engine {engine!r}; choose one of {ENGINES}")
+    side, kind = _check_det_size(limit_side_len, limit_type)
+    if engine == "rapidocr":
+        if preset != "small-onnx" or device.split(":")[0].lower() != "cpu" or overrides:
+            raise ValueError(
+                "OCR engine 'rapidocr' runs the offline small models on CPU only "
+                f"(got preset={preset!r}, device={device!r}, options={sorted(overrides)}); "
+                "use engine 'paddleocr'"
+            )
+        return create_rapidocr(cpu_threads=cpu_threads, limit_side_len=side, limit_type=kind)
+    overrides.setdefault("text_det_limit_side_len", side)
+    overrides.setdefault("text_det_limit_type", kind)
+    return create_paddleocr(
+        preset=preset, device=device, cpu_threads=cpu_threads, cache_dir=cache_dir, **overrides
+    )
 
 
 # ---------------------------------------------------------------- running
