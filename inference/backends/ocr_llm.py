@@ -38,15 +38,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_tools.llm_client import (
-    AsyncChatClient,
-    EndpointConfig,
-    FatalLLMError,
-    LLMError,
-    RequestRejected,
-)
+from data_tools.llm_client import EndpointConfig
 from data_tools.prompts import parse_prompt
-from inference.backends.base import Backend, BackendError, BackendUnavailable, Generation
+from inference.backends.base import BackendError, BackendUnavailable, Generation
+from inference.backends.endpoint import EndpointBackend
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +188,7 @@ def ocr_files(
     return out
 
 
-class OcrLlmBackend(Backend):
+class OcrLlmBackend(EndpointBackend):
     """PP-OCR text → an LLM behind an OpenAI-compatible endpoint → JSON text."""
 
     name = "ocr-llm"
@@ -208,10 +203,9 @@ class OcrLlmBackend(Backend):
         engine: Any = None,
         options: Any = None,
     ) -> None:
-        super().__init__(options)
+        super().__init__(endpoint, options)
         from data_tools.schema import load_schema
 
-        self.endpoint = endpoint
         self.ocr = ocr or OcrSettings()
         self.llm = llm or LlmPrompting()
         try:
@@ -226,26 +220,15 @@ class OcrLlmBackend(Backend):
             self.cache = OcrCache(self.ocr.cache_dir, self.ocr.identity())
         self.max_parallel = endpoint.max_concurrency or 4
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncChatClient]] = {}
 
     @property
     def model_name(self) -> str:
-        return f"ppocr-{self.ocr.preset}+{self.endpoint.model}"
+        return f"ppocr-{self.ocr.preset}+{self.config.model}"
 
-    # ------------------------------------------------------------ stages
     def run_ocr(self, image: Image.Image) -> tuple[list[Any], float, bool]:
         """(lines, OCR seconds, cache hit); on a hit the seconds are the original run's."""
         key = image.info.get("source_sha256") or pixels_sha256(image)
         return cached_ocr(key, image, self.engine, self.cache)
-
-    def _client(self) -> AsyncChatClient:
-        """One client per event loop (httpx pools and semaphores belong to a loop)."""
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            entry = (loop, AsyncChatClient(self.endpoint))
-            self._clients[id(loop)] = entry
-        return entry[1]
 
     async def agenerate(self, image: Image.Image, prompt: str) -> Generation:
         from data_tools.ppocr import lines_to_text
@@ -253,61 +236,23 @@ class OcrLlmBackend(Backend):
         skeleton = skeleton_for(prompt, self.schema)
         loop = asyncio.get_running_loop()
         lines, ocr_s, hit = await loop.run_in_executor(self._pool, self.run_ocr, image)
-        text = lines_to_text(lines)
-        messages = build_messages(text, skeleton, self.llm)
-        try:
-            result = await self._client().chat(
-                messages,
-                max_tokens=self.options.max_new_tokens,
-                temperature=self.options.temperature,
-            )
-        except FatalLLMError as e:
-            raise BackendUnavailable(str(e)) from e
-        except RequestRejected as e:
-            raise BackendError(f"LLM rejected the request: {e}") from e
-        except LLMError as e:
-            raise BackendError(f"LLM: {e}") from e
-        completion = result.usage.get("completion_tokens")
-        return Generation(
-            text=result.text,
-            finish_reason=result.finish_reason,
-            n_tokens=completion if isinstance(completion, int) else None,
-            usage={**result.usage, "attempts": result.attempts},
-            model=self.model_name,
-            info={
-                "stage_latency_s": {"ocr": round(ocr_s, 4), "llm": round(result.latency_s, 4)},
-                "ocr": {"source": "ocr", "cache_hit": hit, "n_lines": len(lines)},
-            },
+        messages = build_messages(lines_to_text(lines), skeleton, self.llm)
+        result = await self.chat(messages, "LLM")
+        return self.generation(
+            result,
+            self.model_name,
+            stage_latency_s={"ocr": round(ocr_s, 4), "llm": round(result.latency_s, 4)},
+            ocr={"source": "ocr", "cache_hit": hit, "n_lines": len(lines)},
         )
 
-    def generate(self, image: Image.Image, prompt: str) -> Generation:
-        async def once() -> Generation:
-            try:
-                return await self.agenerate(image, prompt)
-            finally:
-                await self.aclose()
-
-        return asyncio.run(once())
-
-    async def apreflight(self) -> None:
-        from data_tools.llm_client import preflight
-
-        await preflight(self._client())
-
-    async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        entry = self._clients.pop(id(loop), None)
-        if entry is not None:
-            await entry[1].aclose()
-
     def close(self) -> None:
-        self._clients.clear()
+        super().close()
         self._pool.shutdown(wait=False)
 
     def info(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "model": self.model_name,
-            "llm_endpoints": len(self.endpoint.base_urls),
+            "llm_endpoints": len(self.config.base_urls),
             "ocr_preset": self.ocr.preset,
         }

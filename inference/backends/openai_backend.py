@@ -12,25 +12,13 @@ import asyncio
 
 from PIL import Image
 
-from data_tools.llm_client import (
-    AsyncChatClient,
-    EndpointConfig,
-    FatalLLMError,
-    LLMError,
-    RequestRejected,
-    user_message,
-)
-from inference.backends.base import (
-    Backend,
-    BackendError,
-    BackendUnavailable,
-    Generation,
-    GenerationOptions,
-)
+from data_tools.llm_client import EndpointConfig, user_message
+from inference.backends.base import Generation, GenerationOptions
+from inference.backends.endpoint import EndpointBackend
 from inference.imaging import encode_image
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(EndpointBackend):
     """Chat completions against the endpoint's `base_urls` (each ending in ``/v1``)."""
 
     name = "openai"
@@ -42,70 +30,14 @@ class OpenAIBackend(Backend):
         image_format: str = "PNG",
         options: GenerationOptions | None = None,
     ) -> None:
-        super().__init__(options)
-        self.config = endpoint
-        self.max_parallel = endpoint.max_concurrency or 8
+        super().__init__(endpoint, options)
         self.image_format = image_format
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncChatClient]] = {}
 
     @property
     def model_name(self) -> str:
         return self.config.model
 
-    def _client(self) -> AsyncChatClient:
-        """One client per event loop (httpx pools and semaphores belong to a loop)."""
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            entry = (loop, AsyncChatClient(self.config))
-            self._clients[id(loop)] = entry
-        return entry[1]
-
     async def agenerate(self, image: Image.Image, prompt: str) -> Generation:
         data, mime = await asyncio.to_thread(encode_image, image, self.image_format)
-        try:
-            result = await self._client().chat(
-                [user_message(prompt, [(data, mime)])],
-                max_tokens=self.options.max_new_tokens,
-                temperature=self.options.temperature,
-            )
-        except FatalLLMError as e:
-            raise BackendUnavailable(str(e)) from e
-        except RequestRejected as e:
-            raise BackendError(f"server rejected the request: {e}") from e
-        except LLMError as e:
-            raise BackendError(str(e)) from e
-        completion = result.usage.get("completion_tokens")
-        return Generation(
-            text=result.text,
-            finish_reason=result.finish_reason,
-            n_tokens=completion if isinstance(completion, int) else None,
-            usage={**result.usage, "attempts": result.attempts},
-            model=result.model or self.config.model,
-        )
-
-    def generate(self, image: Image.Image, prompt: str) -> Generation:
-        async def once() -> Generation:
-            try:
-                return await self.agenerate(image, prompt)
-            finally:
-                await self._close_current()
-
-        return asyncio.run(once())
-
-    async def _close_current(self) -> None:
-        loop = asyncio.get_running_loop()
-        entry = self._clients.pop(id(loop), None)
-        if entry is not None:
-            await entry[1].aclose()
-
-    async def apreflight(self) -> None:
-        from data_tools.llm_client import preflight
-
-        await preflight(self._client())
-
-    async def aclose(self) -> None:
-        await self._close_current()
-
-    def close(self) -> None:
-        self._clients.clear()  # clients of finished loops hold nothing open any more
+        result = await self.chat([user_message(prompt, [(data, mime)])], "server")
+        return self.generation(result, result.model or self.config.model)
