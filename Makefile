@@ -15,7 +15,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
 
-.PHONY: help setup fonts lock test test-fast lint format demo label qa label-lines convert dataset \
+.PHONY: help setup fonts browser lock test test-fast lint format demo label qa label-lines convert dataset \
 	train setup-train-gpu summary export patch unpatch predict serve setup-torch baseline eval bench clean
 
 help:  ## list the targets
@@ -42,6 +42,17 @@ fonts:  ## a CJK font for rendering synthetic invoices (Debian fonts-wqy-zenhei;
 		echo "warning: no CJK font at $(CJK_FONT); run 'sudo apt-get install fonts-wqy-zenhei' or set INVOICE_FONT" >&2; \
 	fi
 
+CHROMIUM ?= /usr/bin/chromium
+browser:  ## Debian's chromium for the real-browser UI test (tests/ui/test_browser.py skips without it; needs root)
+	@if [ -x "$(CHROMIUM)" ] || command -v chromium >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (the UI's browser test drives it with playwright)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser test will be skipped" >&2; \
+	else \
+		echo "warning: no chromium; run 'sudo apt-get install chromium' or the browser test is skipped" >&2; \
+	fi
+
 setup: $(STAMP)  ## build .venv with the pinned CPU stack (Paddle, PaddleOCR, PaddleX, PaddleFormers, ...)
 
 lock:  ## re-resolve requirements/cpu.txt from requirements/cpu.in (needs uv)
@@ -52,7 +63,7 @@ lock:  ## re-resolve requirements/cpu.txt from requirements/cpu.in (needs uv)
 # in .venv-torch, offline; elsewhere that one test is skipped unless `make setup-torch` ran.
 TEST_ENVS := $(STAMP) $(if $(wildcard /opt/wheels/torch-2.13.0*),$(TORCH_VENV)/.setup-done)
 
-test: $(TEST_ENVS)  ## run the whole test suite (slow end-to-end tests included)
+test: $(TEST_ENVS) browser  ## run the whole test suite (slow end-to-end tests included)
 	$(PY) -m pytest $(ARGS)
 
 test-fast: $(STAMP)  ## the suite without tests marked slow

@@ -72,7 +72,11 @@ class ReviewItem:
                     "label": label,
                     "value": value,
                     "candidates": self.candidates.get(label, []),
-                    "flags": self.flagged.get(label, []) + self.flagged.get(_field(label), []),
+                    "flags": list(
+                        dict.fromkeys(
+                            self.flagged.get(label, []) + self.flagged.get(_field(label), [])
+                        )
+                    ),
                     "confidence": self.confidence.get(label),
                 }
             )

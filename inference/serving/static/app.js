@@ -388,7 +388,7 @@ async function openItem(i) {
     const cands = (leaf.candidates || []).filter((v, k, a) => a.indexOf(v) === k).map((v) =>
       el("button", { type: "button", class: "cand", title: "use this vote",
         onclick: () => { input.value = v; input.focus(); }, text: v === "" ? "(empty)" : v }));
-    const flags = (leaf.flags || []).map((f) => el("span", { class: "flag", text: f }));
+    const flags = (leaf.flags || []).map((f) => el("span", { class: "flag", title: f, text: f.split(":")[0] }));
     return el("tr", { class: leaf.flags && leaf.flags.length ? "flagged" : "" },
       el("td", { class: "path" }, el("label", { for: "rv-" + j, text: leaf.label })),
       el("td", {}, input), el("td", {}, confBadge(leaf.confidence), ...cands, ...flags));
@@ -441,6 +441,16 @@ async function saveItem(action) {
 
 $("#review-edit").addEventListener("submit", (e) => { e.preventDefault(); saveItem("edit"); });
 $("#review-accept").addEventListener("click", () => saveItem("accept"));
+// Alt+A accept, Alt+S save, Alt+N next (also the buttons' access keys)
+document.addEventListener("keydown", (e) => {
+  if (!e.altKey || $("#page-review").hidden || review.index < 0) return;
+  const k = e.key.toLowerCase();
+  if (k === "s") saveItem("edit");
+  else if (k === "a") saveItem("accept");
+  else if (k === "n") $("#review-next").click();
+  else return;
+  e.preventDefault();
+});
 $("#review-next").addEventListener("click", () => {
   if (review.index + 1 < review.items.length) openItem(review.index + 1);
 });
