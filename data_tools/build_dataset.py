@@ -162,11 +162,21 @@ def _kind_table(cfg: BuildConfig, has_containers: bool) -> tuple[list[str], list
     return kinds, cum
 
 
+_PLACEHOLDER_TAG = {str: "s", dict: "o", list: "l"}
+
+
 def sample_requests(
-    fields: dict[str, Any], n: int, rng: random.Random, cfg: BuildConfig
+    fields: dict[str, Any],
+    n: int,
+    rng: random.Random,
+    cfg: BuildConfig,
+    prompt_cache: dict[tuple[tuple[str, str], ...], str] | None = None,
 ) -> list[tuple[str, dict[str, Any], str]]:
     """N-1 distinct (kind, request, prompt) triples besides the full request; fewer if the
-    record has too few fields to make N-1 different prompts."""
+    record has too few fields to make N-1 different prompts.
+
+    `prompt_cache` (shared across records) remembers the prompt of each top-level key
+    request: most documents of a dataset share their keys, so most prompts repeat."""
     keys = list(fields)
     placeholders = {k: placeholder_for(v) for k, v in fields.items()}
     containers = [
@@ -206,7 +216,11 @@ def sample_requests(
             if others and rng.random() < 0.3:
                 for k in rng.sample(others, rng.randint(1, min(2, len(others)))):
                     request[k] = placeholders[k]
-        prompt = build_prompt(request)
+        if kind == "structured" or prompt_cache is None:
+            prompt = build_prompt(request)
+        else:
+            sig = tuple((k, _PLACEHOLDER_TAG[type(v)]) for k, v in request.items())
+            prompt = prompt_cache.get(sig) or prompt_cache.setdefault(sig, build_prompt(request))
         if prompt in seen:
             continue
         seen.add(prompt)
@@ -524,29 +538,31 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
     train_lines: list[str] = []
     val_lines: list[str] = []
     request_lines: list[str] = []
-    kinds: Counter[str] = Counter()
-    requested: Counter[str] = Counter()
-    present: Counter[str] = Counter()
+    kind_list: list[str] = []
+    requested_keys: list[str] = []
+    present_keys: list[str] = []
     answer_chars: list[float] = []
     short_of_variants = 0
+    prompt_cache: dict[tuple[tuple[str, str], ...], str] = {}
     for s in samples:
         rid, fields = s.record.id, s.record.fields
-        present.update(k for k, v in fields.items() if v not in ("", [], {}))
+        present_keys.extend(k for k, v in fields.items() if v not in ("", [], {}))
         rng = random.Random(f"{cfg.seed}:{rid}")
         variants = [("full", {}, FULL_PROMPT)]
-        variants += sample_requests(fields, cfg.variants_per_image, rng, cfg)
+        variants += sample_requests(fields, cfg.variants_per_image, rng, cfg, prompt_cache)
         if len(variants) < cfg.variants_per_image:
             short_of_variants += 1
         lines = val_lines if s.split == "val" else train_lines
         for kind, request, prompt in variants:
             answer = answer_text(project(fields, request))
-            kinds[kind] += 1
-            requested.update(request.keys() if request else fields.keys())
+            kind_list.append(kind)
+            requested_keys.extend(request or fields)
             answer_chars.append(len(answer))
             lines.append(record_line(fmt, s.image_out, prompt, answer, rid))
             if s.split == "val":
                 request_lines.append(dumps_line(request_row(rid, s.image_abs, prompt)))
 
+    kinds, requested, present = Counter(kind_list), Counter(requested_keys), Counter(present_keys)
     # shuffle train (seeded) so an image's variants are not adjacent; val stays in file order
     random.Random(cfg.seed).shuffle(train_lines)
 
