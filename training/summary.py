@@ -2,8 +2,18 @@
 
     python -m training.summary RUN_DIR [--json] [--png PATH]
 
-RUN_DIR is searched for `events.out.tfevents.*` files (PaddleFormers and ERNIEKit
-write them under `logging_dir` with `report_to: tensorboard`). Prints a text summary
+RUN_DIR is searched for `events.out.tfevents.*` files (PaddleFormers, ERNIEKit and the
+PyTorch route write them under `logging_dir` with `report_to: tensorboard`). Each
+trainer's own tag names are understood:
+
+  loss       train/loss (PaddleFormers, transformers), mm_train/loss (ERNIEKit multimodal)
+  runtime    train/interval_runtime (PaddleFormers, transformers route),
+             train/global_runtime (ERNIEKit: its trainer, a fork of PaddleNLP's, logs the
+             speed of each logging interval under the prefix `global_`)
+  tokens/s   train/interval_tokens_per_second_per_device, train/tokens_per_sec_per_card
+  memory     every tag naming memory (`*memory*`, `*mem_*_gb`, `*mem*_gb`)
+
+What a run did not log is listed under `missing`, never left blank. Prints a text summary
 (or, with --json, one JSON object with at least steps, first_loss, last_loss and
 s_per_step) and writes a PNG of loss and learning rate over steps
 (default RUN_DIR/summary/loss.png).
@@ -23,13 +33,27 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-LOSS_TAGS = ("train/loss", "loss")
-LR_TAGS = ("train/learning_rate", "learning_rate")
-RUNTIME_TAGS = ("train/interval_runtime", "interval_runtime")
+LOSS_TAGS = ("train/loss", "loss", "mm_train/loss", "train/mm_loss")
+LR_TAGS = ("train/learning_rate", "learning_rate", "train/lr")
+RUNTIME_TAGS = (
+    "train/interval_runtime",
+    "interval_runtime",
+    "train/global_runtime",
+    "global_runtime",
+)
 TOKENS_TAGS = (
     "train/interval_tokens_per_second_per_device",
     "interval_tokens_per_second_per_device",
+    "train/tokens_per_sec_per_card",
+    "tokens_per_sec_per_card",
 )
+
+
+def is_memory_tag(tag: str) -> bool:
+    name = tag.rsplit("/", 1)[-1].lower()
+    if "available" in name:
+        return False
+    return "memory" in name or ("mem" in name and name.endswith("_gb"))
 
 
 @dataclass
@@ -44,6 +68,8 @@ class RunSummary:
     s_per_step: float | None
     tokens_per_s: float | None
     memory: dict[str, float] = field(default_factory=dict)  # tag -> max value logged
+    tags: dict[str, str] = field(default_factory=dict)  # quantity -> the tag it was read from
+    missing: list[str] = field(default_factory=list)  # quantities the run did not log
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     lr_curve: list[tuple[int, float]] = field(default_factory=list)
     png: str | None = None
@@ -79,22 +105,31 @@ def read_scalars(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], lis
 
 
 def _pick(
-    series: dict[str, list[tuple[int, float]]], tags: Sequence[str]
+    series: dict[str, list[tuple[int, float]]],
+    tags: Sequence[str],
+    found: dict[str, str] | None = None,
+    what: str = "",
 ) -> list[tuple[int, float]]:
     for t in tags:
         if t in series:
+            if found is not None:
+                found[what] = t
             return series[t]
     return []
 
 
 def summarize(run_dir: Path) -> RunSummary:
     series, dirs = read_scalars(run_dir)
-    loss = _pick(series, LOSS_TAGS)
+    found: dict[str, str] = {}
+    loss = _pick(series, LOSS_TAGS, found, "loss")
     if not loss:
-        raise NoLogsError(f"{run_dir}: the TensorBoard logs have no train/loss scalar")
+        raise NoLogsError(
+            f"{run_dir}: the TensorBoard logs have no loss scalar (looked for "
+            f"{', '.join(LOSS_TAGS)}; found {', '.join(sorted(series)) or 'none'})"
+        )
     values = [v for _, v in loss]
     k = max(1, len(values) // 10)
-    runtime = _pick(series, RUNTIME_TAGS)
+    runtime = _pick(series, RUNTIME_TAGS, found, "s_per_step")
     s_per_step = None
     if runtime:
         steps_covered, prev, total = 0, 0, 0.0
@@ -103,12 +138,21 @@ def summarize(run_dir: Path) -> RunSummary:
             prev = step
             total += seconds
         s_per_step = total / steps_covered
-    tokens = _pick(series, TOKENS_TAGS)
+    tokens = _pick(series, TOKENS_TAGS, found, "tokens_per_s")
     memory = {
-        tag: max(v for _, v in pts)
-        for tag, pts in series.items()
-        if "memory" in tag and "available" not in tag and pts
+        tag: max(v for _, v in pts) for tag, pts in series.items() if is_memory_tag(tag) and pts
     }
+    lr = _pick(series, LR_TAGS, found, "learning_rate")
+    missing = [
+        name
+        for name, have in (
+            ("s_per_step", runtime),
+            ("tokens_per_s", tokens),
+            ("memory", memory),
+            ("learning_rate", lr),
+        )
+        if not have
+    ]
     return RunSummary(
         log_dirs=[str(d) for d in dirs],
         steps=loss[-1][0],
@@ -120,8 +164,10 @@ def summarize(run_dir: Path) -> RunSummary:
         s_per_step=s_per_step,
         tokens_per_s=statistics.median(v for _, v in tokens) if tokens else None,
         memory=memory,
+        tags=found,
+        missing=missing,
         loss_curve=loss,
-        lr_curve=_pick(series, LR_TAGS),
+        lr_curve=lr,
     )
 
 
@@ -168,6 +214,12 @@ def format_text(s: RunSummary, rows: int = 10) -> str:
     ]
     for tag, v in sorted(s.memory.items()):
         lines.append(f"memory:      {tag} max {v:.2f}")
+    if not s.memory:
+        lines.append("memory:      (not logged)")
+    if s.missing:
+        lines.append(
+            f"not logged:  {', '.join(s.missing)} (tags: {', '.join(sorted(s.tags.values()))})"
+        )
     stride = max(1, len(s.loss_curve) // rows)
     picked = s.loss_curve[::stride]
     if picked[-1] != s.loss_curve[-1]:

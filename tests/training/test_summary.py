@@ -67,3 +67,48 @@ def test_resumed_run_keeps_the_latest_value_per_step(tmp_path: Path) -> None:
 def test_no_logs_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert summary.main([str(tmp_path)]) == 1
     assert "report_to: tensorboard" in capsys.readouterr().err
+
+
+def test_erniekit_tag_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ERNIEKit's own tags (its log line: loss ... max_mem_allocated_gb, global_runtime,
+    tokens_per_sec_per_card): s/step, tokens/s and memory all come out."""
+    from training.pf_compat import ScalarSummaryWriter
+
+    writer = ScalarSummaryWriter(log_dir=str(tmp_path / "tensorboard"))
+    for step in range(1, 11):
+        writer.add_scalar("mm_train/loss", 3.0 - 0.2 * step, step)
+        writer.add_scalar("train/learning_rate", 5e-6, step)
+        writer.add_scalar("train/global_runtime", 2.5, step)
+        writer.add_scalar("train/global_steps_per_second", 0.4, step)
+        writer.add_scalar("train/tokens_per_sec_per_card", 4980.7, step)
+        writer.add_scalar("train/max_mem_allocated_gb", 19.0 + step / 10, step)
+        writer.add_scalar("train/mem_reserved_gb", 33.9, step)
+    writer.close()
+    s = summary.summarize(tmp_path)
+    assert s.steps == 10 and s.first_loss == pytest.approx(2.8)
+    assert s.s_per_step == pytest.approx(2.5)
+    assert s.tokens_per_s == pytest.approx(4980.7)
+    assert s.memory == {
+        "train/max_mem_allocated_gb": pytest.approx(20.0),
+        "train/mem_reserved_gb": pytest.approx(33.9),
+    }
+    assert s.tags["loss"] == "mm_train/loss" and s.missing == []
+    assert summary.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "s/step:      2.5000" in out and "tokens/s:    4981 per device" in out
+    assert "max_mem_allocated_gb max 20.00" in out
+
+
+def test_missing_quantities_are_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.pf_compat import ScalarSummaryWriter
+
+    writer = ScalarSummaryWriter(log_dir=str(tmp_path / "tb"))
+    for step in range(1, 4):
+        writer.add_scalar("train/loss", 2.0 / step, step)
+    writer.close()
+    s = summary.summarize(tmp_path)
+    assert s.missing == ["s_per_step", "tokens_per_s", "memory", "learning_rate"]
+    assert summary.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "s/step:      (not logged)" in out and "memory:      (not logged)" in out
+    assert "not logged:  s_per_step, tokens_per_s, memory, learning_rate" in out
