@@ -4,8 +4,9 @@
         [--model-name PaddleOCR-VL-0.9B] [--verify-image IMG | --no-verify] [--force]
 
 --ckpt is a run's output_dir (final weights at its root, else its newest
-checkpoint-N) or one checkpoint-N dir, from ERNIEKit (`save_to_hf`) or PaddleFormers
-(unified safetensors checkpoints). The result has:
+checkpoint-N) or one checkpoint-N dir, from ERNIEKit (`save_to_hf`), PaddleFormers
+(unified safetensors checkpoints) or the PyTorch route (transformers saves the hub key
+names; LoRA is merged into the output_dir at the end). The result has:
 
 - one `model.safetensors`: shards merged, no index file (PaddleX loads only that exact
   name, and a leftover `model.safetensors.index.json` wins over it);
@@ -172,6 +173,12 @@ def resolve_checkpoint(ckpt: Path) -> Path:
     if found:
         log.info("no final weights in %s; exporting its newest checkpoint %s", ckpt, found[-1].name)
         return resolve_checkpoint(found[-1])
+    if (ckpt / "adapter_model.safetensors").is_file():
+        raise ExportError(
+            f"{ckpt} holds a peft LoRA adapter (a PyTorch-route checkpoint); the run merges "
+            "LoRA into full weights in its output_dir when it finishes: export the output_dir, "
+            "or finish the run with --resume"
+        )
     if (ckpt / "model_state").is_dir() or list(ckpt.glob("**/*.distcp")):
         raise ExportError(
             f"{ckpt} holds a flex_checkpoint (*.distcp), which export cannot read: train with "
