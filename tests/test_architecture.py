@@ -79,3 +79,42 @@ def test_imports_point_down_the_layers(path: Path) -> None:
 def test_kernel_modules_exist() -> None:
     for name in KERNEL:
         assert (ROOT / (name.replace(".", "/") + ".py")).is_file(), name
+
+
+# import name -> distribution name, where they differ
+DISTRIBUTION = {
+    "PIL": "pillow",
+    "cv2": "opencv-contrib-python",
+    "yaml": "pyyaml",
+    "json_repair": "json-repair",
+    "paddle": "paddlepaddle",
+    "prometheus_client": "prometheus-client",
+}
+NOT_ON_PYPI = {"erniekit"}  # from a pinned ERNIE checkout (scripts/setup_train_gpu.sh)
+
+
+def test_pyproject_lists_every_direct_import() -> None:
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    listed = {d.split(";")[0].split("[")[0].strip().lower() for d in project["dependencies"]}
+    for extra in project.get("optional-dependencies", {}).values():
+        listed |= {d.split(";")[0].split("[")[0].strip().lower() for d in extra}
+    missing = set()
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in OURS or top in NOT_ON_PYPI:
+                    continue
+                if DISTRIBUTION.get(top, top).lower().replace("_", "-") not in listed:
+                    missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported but not in pyproject.toml: {sorted(missing)}"
