@@ -31,6 +31,7 @@ from typing import Any
 
 from data_tools.confidence import path_label
 from data_tools.jsonl import JsonlError, append_jsonl, drop_torn_tail, read_jsonl
+from data_tools.prompts import PromptError, parse_prompt
 from data_tools.records import LabelFormatError, LabelRecord, read_labels, resolve_image
 from data_tools.schema import Schema
 from data_tools.validation import validate_prediction
@@ -243,6 +244,17 @@ def _from_needs_review(source: Path) -> list[ReviewItem]:
     return items
 
 
+def _request_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The request a prediction row answered (``{}`` for everything), None if unknown."""
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str):
+        return None
+    try:
+        return parse_prompt(prompt)
+    except PromptError:
+        return None
+
+
 def _from_predictions(source: Path, schema: Schema | None, threshold: float) -> list[ReviewItem]:
     items: dict[str, ReviewItem] = {}
     for _, row in _read(source):
@@ -254,8 +266,8 @@ def _from_predictions(source: Path, schema: Schema | None, threshold: float) -> 
             reasons.append(f"parse: {parse.get('error') or 'no JSON object'}")
             pred = {}
         val = row.get("validation")
-        if not isinstance(val, Mapping) and schema is not None:
-            val = validate_prediction(pred, schema, request={}).to_dict() if pred else None
+        if not isinstance(val, Mapping) and schema is not None and pred:
+            val = validate_prediction(pred, schema, request=_request_of(row)).to_dict()
         if isinstance(val, Mapping) and not val.get("passed", True):
             reasons += [
                 f"validation {f.get('rule')}: {f.get('message')}" for f in val.get("failed", [])
