@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
-from scipy.optimize import linear_sum_assignment
 
 from eval.anls import PLAIN_FLOAT_SUM, anls
 
@@ -243,6 +242,11 @@ def _item_similarity(
     return sum(_scalar_similarity(ga.get(k, ""), pa.get(k, "")) for k in keys) / len(keys)
 
 
+def warm_up() -> None:
+    """Import scipy's assignment solver now (it takes seconds the first time)."""
+    from scipy.optimize import linear_sum_assignment  # noqa: F401
+
+
 VECTOR_MIN_PAIRS = 64  # below this many item pairs the per-pair loop is faster (measured)
 
 
@@ -344,6 +348,8 @@ def _align_lists(
     sim = _similarity_matrix(gf, pf, g_kinds, p_kinds)
     n = min(len(g), len(p))
     sim[np.arange(n), np.arange(n)] += 1e-9  # prefer keeping positions on ties
+    from scipy.optimize import linear_sum_assignment  # imported on first use (seconds)
+
     rows, cols = linear_sum_assignment(sim, maximize=True)
     matched_g: set[int] = set()
     matched_p: set[int] = set()

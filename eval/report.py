@@ -64,6 +64,7 @@ HEALTH_TABLE = (
     "json_unrecoverable_rate",
     "json_given_rate",
     "json_missing_rate",
+    "json_refused_rate",
     "json_truncated_rate",
     "json_duplicate_keys_rate",
     "json_conflicting_duplicate_keys_rate",

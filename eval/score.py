@@ -2,10 +2,14 @@
 
     python -m eval.score --gold labels.jsonl --pred a.jsonl --pred b.jsonl \\
         --schema vat_invoice --out-dir reports/run1 [--name A --name B] \\
-        [--input-format native|megemini] [--bootstrap 1000] [--config configs/eval/default.yaml]
+        [--input-format native|megemini] [--bootstrap 1000] [--config configs/eval/default.yaml] \\
+        [key=value ...]
 
-A system is named after its prediction file (the stem) unless ``--name`` is given (once
-per ``--pred``, in order). ``metrics.json`` is documented in ``docs/evaluation.md``.
+A system is named after its rows' ``system`` field (the file's stem when they have none),
+so two files both called ``predictions.jsonl`` score side by side; two files naming the
+same system get their folder added. ``--name`` (once per ``--pred``, in order) overrides.
+Predictions join gold on ``(id, prompt)`` (see ``eval.loaders``). ``metrics.json`` is
+documented in ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
@@ -20,32 +24,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from eval.loaders import INPUT_FORMATS, InputError, Limits
 
-from data_tools.jsonl import atomic_write_text
-from eval.anls import ANLS_TAU
-from eval.bootstrap import confidence_intervals, doc_matrix, paired_bootstrap
-from eval.loaders import (
-    INPUT_FORMATS,
-    GoldDoc,
-    InputError,
-    read_gold,
-    read_megemini,
-    read_predictions,
-)
-from eval.metrics import (
-    LEAF_STATS,
-    MACRO_METRICS,
-    REGISTRY,
-    SAMPLE_STATS,
-    definitions,
-    evaluate,
-    latency_summary,
-    macro,
-)
-from eval.scoring import FieldStats, Sample, SampleScore, ScoringContext, score_samples
+if TYPE_CHECKING:
+    from eval.loaders import GoldDoc
+    from eval.scoring import FieldStats, Sample, SampleScore
+
+# The heavy modules (numpy, scipy, numba, the scorers) are imported where they are used, so
+# that ``--help`` and argument errors answer at once.
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +50,27 @@ class ScoreSettings:
     workers: int | None = None
     input_format: str = "native"
     canonicalize_keys: bool = False
+    max_output_chars: int = 1_000_000  # limits per prediction; past one it is refused
+    max_leaves: int = 20_000
+    max_depth: int = 64
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_output_chars, self.max_leaves, self.max_depth)
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: Sequence[Any] = ()) -> ScoreSettings:
+        """``configs/eval/*.yaml`` + ``key=value`` overrides (``data_tools.config``)."""
+        from data_tools.config import ConfigError, load_config
+
+        try:
+            return load_config(cls, path, overrides)
+        except ConfigError as exc:
+            raise InputError(str(exc)) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ScoreSettings:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: an eval config must be a mapping")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise InputError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**raw)
+        return cls.load(path)
 
 
 @dataclass
@@ -94,6 +92,8 @@ def _sum_stats(items: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[s
 
 
 def _leaf_row(ftype: str | None, st: dict[str, float]) -> dict[str, Any]:
+    from eval.metrics import evaluate
+
     row: dict[str, Any] = {}
     if ftype is not None:
         row["type"] = ftype
@@ -110,6 +110,17 @@ def _leaf_row(ftype: str | None, st: dict[str, float]) -> dict[str, Any]:
 
 def summarize(result: SystemResult, settings: ScoreSettings) -> dict[str, Any]:
     """The ``systems.<name>`` section of metrics.json."""
+    from eval.bootstrap import confidence_intervals, doc_matrix
+    from eval.metrics import (
+        LEAF_STATS,
+        MACRO_METRICS,
+        REGISTRY,
+        SAMPLE_STATS,
+        evaluate,
+        latency_summary,
+        macro,
+    )
+
     scores, samples = result.scores, result.samples
     totals = _sum_stats([s.stats for s in scores], SAMPLE_STATS)
     strict_totals = _sum_stats([s.strict_stats for s in scores], SAMPLE_STATS)
@@ -154,7 +165,9 @@ def summarize(result: SystemResult, settings: ScoreSettings) -> dict[str, Any]:
         "duplicate_keys": int(totals["json_dup"]),
         "conflicting_duplicate_keys": int(totals["json_conflict"]),
         "non_object": int(totals["json_non_object"]),
+        "refused": int(totals["json_refused"]),
     }
+    refused = [{"id": s.id, "prompt": s.prompt, "error": s.error} for s in samples if s.error]
 
     ranked = sorted(
         zip(samples, scores, strict=True),
@@ -188,6 +201,7 @@ def summarize(result: SystemResult, settings: ScoreSettings) -> dict[str, Any]:
         "overall_strict": overall_strict,
         "ci95": ci,
         "json_health": health,
+        "refused": refused,  # samples past the scorer's limits, each with the reason
         "latency": latency,
         "per_field": {k: _leaf_row(field_types[k], v) for k, v in field_totals.items()},
         "per_type": {k: _leaf_row(None, v) for k, v in sorted(type_totals.items())},
@@ -199,6 +213,9 @@ def summarize(result: SystemResult, settings: ScoreSettings) -> dict[str, Any]:
 
 def compare(systems: Sequence[SystemResult], settings: ScoreSettings) -> list[dict[str, Any]]:
     """Paired bootstrap for every pair of systems on their shared (document, prompt) samples."""
+    from eval.bootstrap import doc_matrix, paired_bootstrap
+    from eval.metrics import REGISTRY
+
     out: list[dict[str, Any]] = []
     if settings.bootstrap <= 0:
         return out
@@ -231,6 +248,26 @@ def load_schema_or_none(name: str | None) -> Any | None:
     return load_schema(name)
 
 
+def system_names(paths: Sequence[str | Path], row_systems: Sequence[str | None]) -> list[str]:
+    """One unique name per prediction file: its rows' ``system`` (else the file's stem);
+    files that would share a name get their folder added (``name (folder)``), then a number."""
+    base = [sysname or Path(p).stem for p, sysname in zip(paths, row_systems, strict=True)]
+    out = list(base)
+    for name in set(base):
+        same = [i for i, b in enumerate(base) if b == name]
+        if len(same) < 2:
+            continue
+        for i in same:
+            folder = Path(paths[i]).resolve().parent.name
+            out[i] = f"{name} ({folder})" if folder else name
+    counts: dict[str, int] = {}
+    for i, name in enumerate(out):
+        if out.count(name) > 1:
+            counts[name] = counts.get(name, 0) + 1
+            out[i] = f"{name} #{counts[name]}"
+    return out
+
+
 def score_files(
     pred_paths: Sequence[str | Path],
     *,
@@ -239,27 +276,34 @@ def score_files(
     settings: ScoreSettings | None = None,
 ) -> tuple[dict[str, Any], list[SystemResult]]:
     """Score every prediction file; returns (metrics.json content, per-system results)."""
+    from eval.anls import ANLS_TAU
+    from eval.loaders import read_gold, read_megemini, read_prediction_file
+    from eval.metrics import definitions
+    from eval.scoring import ScoringContext, score_samples
+
     settings = settings or ScoreSettings()
     if settings.input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {settings.input_format!r}; use {INPUT_FORMATS}")
     if names and len(names) != len(pred_paths):
         raise InputError(f"--name given {len(names)} times for {len(pred_paths)} --pred files")
-    system_names = list(names) if names else [Path(p).stem for p in pred_paths]
-    if len(set(system_names)) != len(system_names):
-        raise InputError(f"system names must be unique: {system_names}; pass --name")
+    if names and len(set(names)) != len(names):
+        raise InputError(f"system names must be unique: {list(names)}")
     schema = load_schema_or_none(settings.schema)
     ctx = ScoringContext.from_schema(schema)
+    limits = settings.limits
 
     gold: dict[str, GoldDoc] = {}
-    loaded: list[tuple[str, str, list[Sample]]] = []
+    loaded: list[tuple[str, list[Sample]]] = []
+    row_systems: list[str | None] = []
     if settings.input_format == "megemini":
-        for name, p in zip(system_names, pred_paths, strict=True):
-            g, samples = read_megemini(p)
+        for p in pred_paths:
+            g, samples = read_megemini(p, limits)
             for k, doc in g.items():
                 if k in gold and gold[k].fields != doc.fields:
                     log.warning("%s: sample %s has a different ground truth than before", p, k)
                 gold.setdefault(k, doc)
-            loaded.append((name, str(p), samples))
+            loaded.append((str(p), samples))
+            row_systems.append(None)
     else:
         if gold_path is None:
             raise InputError("--gold is required for --input-format native")
@@ -267,16 +311,23 @@ def score_files(
         if schema is not None and settings.canonicalize_keys:
             for doc in gold.values():
                 doc.fields = schema.canonicalize(doc.fields)
-        for name, p in zip(system_names, pred_paths, strict=True):
-            samples = read_predictions(p, gold)
+        for p in pred_paths:
+            pf = read_prediction_file(p, gold, limits)
+            if len(pf.systems) > 1:
+                log.warning(
+                    "%s: rows name %d systems (%s); the file is scored as one, named %r",
+                    p, len(pf.systems), ", ".join(sorted(pf.systems)), pf.system,
+                )  # fmt: skip
             if schema is not None and settings.canonicalize_keys:
-                for s in samples:
+                for s in pf.samples:
                     if isinstance(s.value, dict):
                         s.value = schema.canonicalize(s.value)
-            loaded.append((name, str(p), samples))
+            loaded.append((str(p), pf.samples))
+            row_systems.append(pf.system)
+    final_names = list(names) if names else system_names(pred_paths, row_systems)
 
     systems: list[SystemResult] = []
-    for name, p, samples in loaded:
+    for name, (p, samples) in zip(final_names, loaded, strict=True):
         t0 = time.perf_counter()
         run = score_samples(samples, ctx, workers=settings.workers, desc=f"scoring {name}")
         log.info("%s: %d samples scored in %.1f s", name, len(samples), time.perf_counter() - t0)
@@ -296,6 +347,11 @@ def score_files(
             "anls_tau": ANLS_TAU,
             "input_format": settings.input_format,
             "canonicalize_keys": settings.canonicalize_keys,
+            "limits": {
+                "max_output_chars": limits.max_output_chars,
+                "max_leaves": limits.max_leaves,
+                "max_depth": limits.max_depth,
+            },
         },
         "metric_definitions": definitions(),
         "systems": {sr.name: sr.summary for sr in systems},
@@ -322,6 +378,7 @@ def write_outputs(
     metrics: dict[str, Any], out_dir: str | Path, systems: Sequence[SystemResult] = ()
 ) -> list[Path]:
     """metrics.json, report.md, report.html and plots/*.png, each written atomically."""
+    from data_tools.jsonl import atomic_write_text
     from eval.report import write_report
 
     out = Path(out_dir)
@@ -350,14 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--canonicalize-keys", action="store_true", default=None,
         help="rename aliases to canonical keys (schema) in gold and predictions before scoring",
     )  # fmt: skip
+    ap.add_argument(
+        "overrides", nargs="*",
+        help="config overrides key=value after the flags (max_leaves=5000 max_depth=32)",
+    )  # fmt: skip
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        settings = ScoreSettings.from_yaml(args.config) if args.config else ScoreSettings()
+    flags = [
+        (key, value)
         for key, value in (
             ("schema", args.schema),
             ("input_format", args.input_format),
@@ -366,9 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("workers", args.workers),
             ("worst_n", args.worst_n),
             ("canonicalize_keys", args.canonicalize_keys),
-        ):
-            if value is not None:
-                setattr(settings, key, value)
+        )
+        if value is not None
+    ]
+    try:
+        settings = ScoreSettings.load(args.config or None, [*args.overrides, *flags])
         metrics, systems = score_files(
             args.pred, gold_path=args.gold, names=args.name, settings=settings
         )

@@ -29,8 +29,9 @@ from eval.metrics import LEAF_STATS, SAMPLE_STATS
 
 log = logging.getLogger(__name__)
 
-# how a prediction reached us; "given" = already parsed (no raw text), "missing" = no record
-PARSE_METHODS = ("strict", "embedded", "repaired", "failed", "given", "missing")
+# how a prediction reached us; "given" = already parsed (no raw text), "missing" = no record,
+# "refused" = past the scorer's size limits (eval.loaders.Limits)
+PARSE_METHODS = ("strict", "embedded", "repaired", "failed", "given", "missing", "refused")
 _OUTCOME_STAT = {TP: "tp", WRONG: "wrong", MISS: "miss", HALLUCINATED: "hal", TN: "tn"}
 
 
@@ -50,6 +51,7 @@ class Sample:
     latency_s: float | None = None
     stage_latency_s: dict[str, float] = field(default_factory=dict)
     raw_output: str | None = None
+    error: str | None = None  # why the prediction was refused (then it is scored as {})
 
     @property
     def key(self) -> tuple[str, str]:
@@ -189,7 +191,7 @@ def score_sample(
         log.warning("sample %s: prediction nested too deeply to score; scored as {}", sample.id)
         pred, non_object = {}, True
         stats, fields, diffs = _score_view(sample, pred, norm, with_fields=True)
-    if sample.method in ("strict", "given", "missing", "failed") or non_object:
+    if sample.method in ("strict", "given", "missing", "failed", "refused") or non_object:
         strict_stats = dict(stats)  # both views read the same value
     else:
         strict_pred, _ = _view_value(sample, strict=True)
@@ -201,6 +203,7 @@ def score_sample(
         "json_failed": sample.method == "failed",
         "json_given": sample.method == "given",
         "json_missing": sample.method == "missing",
+        "json_refused": sample.method == "refused",
         "json_truncated": sample.truncated,
         "json_dup": bool(sample.duplicate_keys),
         "json_conflict": bool(sample.conflicting_duplicate_keys),
@@ -241,6 +244,27 @@ def _score_chunk(args: tuple[list[Sample], ScoringContext]) -> ScoredRun:
     return run
 
 
+def warm_up() -> None:
+    """Import and compile what scoring needs (scipy, munkres, numba's DP) once, in this
+    process: worker processes forked afterwards inherit it instead of paying seconds each."""
+    from eval.align import warm_up as align_warm_up
+    from eval.anls import anls_star as _anls_star
+    from eval.donut import donut_nted_accuracy
+
+    align_warm_up()
+    _anls_star({"a": ["x", "y", "z", "w", "v"]}, {"a": ["y", "x", "z", "w", "v"]})  # munkres
+    donut_nted_accuracy({"a": "x"}, {"a": "y"})  # numba compiles or loads its cache
+
+
+def _pool_context() -> Any:
+    """``fork`` where the platform has it (workers share the warmed-up parent), else default."""
+    import multiprocessing
+
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return None
+
+
 def score_samples(
     samples: Sequence[Sample],
     ctx: ScoringContext,
@@ -262,7 +286,10 @@ def score_samples(
                 run.absorb(_score_chunk((c, ctx)))
                 bar.update(len(c))
             return run
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        warm_up()
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=_pool_context()
+        ) as pool:
             parts: Iterable[ScoredRun] = pool.map(_score_chunk, [(c, ctx) for c in chunks])
             for c, part in zip(chunks, parts, strict=True):
                 run.absorb(part)

@@ -17,8 +17,10 @@ between trees and related problems", SIAM J. Computing 18(6), 1989.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,14 +78,19 @@ def _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost_del, cost_ins, cost_upd
     return td[(n1 - 1) * n2 + (n2 - 1)]
 
 
-try:  # pragma: no cover - which branch runs depends on the environment
-    import numba
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+_compiled_fn: Any = None
 
-    _zs_compiled = numba.njit(cache=True, nogil=True)(_zhang_shasha)
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    _zs_compiled = None
-    HAVE_NUMBA = False
+
+def compiled_dp() -> Any:
+    """The numba-compiled DP (numba imported and the function compiled, or loaded from
+    numba's cache, on first use: importing numba takes about a second)."""
+    global _compiled_fn
+    if _compiled_fn is None:
+        import numba
+
+        _compiled_fn = numba.njit(cache=True, nogil=True)(_zhang_shasha)
+    return _compiled_fn
 
 
 def tree_edit_distance(
@@ -110,7 +117,7 @@ def tree_edit_distance(
         td = np.zeros(n1 * n2, dtype=np.int64)
         fd = np.zeros((n1 + 1) * (n2 + 1), dtype=np.int64)
         return int(
-            _zs_compiled(
+            compiled_dp()(
                 np.asarray(lmd1, dtype=np.int64),
                 np.asarray(keyroots1, dtype=np.int64),
                 np.asarray(lmd2, dtype=np.int64),
