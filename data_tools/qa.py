@@ -2,9 +2,10 @@
 
     python -m data_tools.qa --labels labels.jsonl [--schema auto|none|NAME|PATH] [--out labels.qa.jsonl]
 
-``--schema auto`` (the default) checks each record against the schema named by its
-``doc_type`` (``configs/schemas/<doc_type>.yaml``) and runs only the schema-free checks on
-records whose doc_type has none (a SROIE receipt is not a VAT invoice); ``--schema none``
+``--schema auto`` (the default) checks each record against the schema the converter
+canonicalised it through (``meta.canonicalize.schema``: ``sroie``, ``cord``, ...) or else the
+one its ``doc_type`` names (``configs/schemas/<doc_type>.yaml``), and runs only the schema-free
+checks on records with neither (a SROIE receipt is not a VAT invoice); ``--schema none``
 runs only the schema-free checks; a name or path applies that schema to every record.
 
 Every record gets ``meta.qa = {"verdict": "pass"|"fail", "hard": [...], "soft": [...],
@@ -606,34 +607,40 @@ def _default_out(labels: Path) -> Path:
 
 
 class SchemaChooser:
-    """The schema for each record: one for all (a name or path), none, or `auto` (the one
-    named by the record's doc_type, if the project has it)."""
+    """The schema for each record: one for all (a name or path), none, or `auto`: the one
+    the converter canonicalised the record through (`meta.canonicalize.schema`), else the
+    one named by its doc_type, if the project has it."""
 
     def __init__(self, choice: str) -> None:
         self.choice = choice
         self._fixed: Schema | None = None
-        self._by_doc_type: dict[str, Schema | None] = {}
+        self._by_name: dict[str, Schema | None] = {}
         if choice not in ("auto", "none"):
             self._fixed = load_schema(choice)
 
-    def __call__(self, doc_type: str) -> Schema | None:
+    def __call__(self, doc_type: str, meta: dict[str, Any] | None = None) -> Schema | None:
         if self.choice == "none":
             return None
         if self._fixed is not None:
             return self._fixed
-        if doc_type not in self._by_doc_type:
-            known = doc_type and (SCHEMA_DIR / f"{doc_type}.yaml").is_file()
-            self._by_doc_type[doc_type] = load_schema(doc_type) if known else None
-        return self._by_doc_type[doc_type]
+        # the schema the converter canonicalised the record through, else its doc_type's
+        canon = (meta or {}).get("canonicalize")
+        name = canon.get("schema") if isinstance(canon, dict) else None
+        if not isinstance(name, str) or not (SCHEMA_DIR / f"{name}.yaml").is_file():
+            name = doc_type
+        if name not in self._by_name:
+            known = bool(name) and (SCHEMA_DIR / f"{name}.yaml").is_file()
+            self._by_name[name] = load_schema(name) if known else None
+        return self._by_name[name]
 
     def describe(self) -> str:
         if self.choice != "auto":
             return self.choice
         used = sorted(
-            f"{d or '(none)'} → {s.name if s else 'schema-free checks'}"
-            for d, s in self._by_doc_type.items()
+            f"{s.name} schema" if s else f"schema-free checks for doc_type {n or '(none)'}"
+            for n, s in self._by_name.items()
         )
-        return "auto (" + "; ".join(used) + ")"
+        return "auto: " + ", ".join(used)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -657,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         choose = SchemaChooser(args.schema)
         records = read_labels(args.labels)
-        schemas = [choose(rec.doc_type) for rec in records]
+        schemas = [choose(rec.doc_type, rec.meta) for rec in records]
     except (SchemaError, LabelFormatError, FileNotFoundError) as exc:
         log.error("error: %s", exc)
         return 2

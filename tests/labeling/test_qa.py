@@ -10,6 +10,7 @@ import pytest
 
 from data_tools import qa
 from data_tools.convert import ConvertConfig, convert
+from data_tools.records import read_labels
 from data_tools.schema import load_schema
 from tests.labeling.conftest import BASE_TRUTH
 
@@ -261,3 +262,9 @@ def test_sroie_sample_passes_the_schema_free_checks(shared_fixtures: Path, tmp_p
     assert qa.main(["--labels", str(labels), "--out", str(tmp_path / "q.jsonl")]) == 0
     rows = _qa_rows(tmp_path / "q.jsonl")
     assert len(rows) == 6 and all(v["verdict"] == "pass" for v in rows.values())
+    # auto takes the schema the converter canonicalised through (meta.canonicalize.schema)
+    meta = read_labels(labels)[0].meta
+    if isinstance(meta.get("canonicalize"), dict):
+        assert all("types" in v["rules"] for v in rows.values())
+    # the VAT schema forced on receipts fails every one of them on `required`
+    assert qa.main(["--labels", str(labels), "--no-out", "--schema", "vat_invoice"]) == 1
