@@ -133,3 +133,27 @@ def test_the_stub_returns_logprobs_when_asked() -> None:
     assert conf.leaves["发票号码"] == pytest.approx(math.exp(-0.02 * 4))
     assert tokens_from_openai(None) is None
     assert tokens_from_openai({"content": [{"token": "x"}]}) is None
+
+
+def test_tokens_from_ids_with_the_paddleocr_vl_tokenizer(tiny_model_dir) -> None:
+    """The tiny model's real tokenizer (SentencePiece pieces, ▁ for spaces, CJK words)."""
+    from tokenizers import Tokenizer
+
+    tk = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    raw = json.dumps(PRED, ensure_ascii=False)
+    ids = tk.encode(raw, add_special_tokens=False).ids
+    assert tk.decode(ids, skip_special_tokens=True) == raw
+    lps = [-0.01] * len(ids)
+    toks = tokens_from_ids(tk, ids, lps)
+    assert "".join(t.text for t in toks) == raw
+    conf = leaf_confidence(raw, toks, PRED)
+    assert set(conf.leaves) == {
+        "发票号码",
+        "购买方.名称",
+        "货物或应税劳务、服务[0].金额",
+        "货物或应税劳务、服务[1].金额",
+        "n",
+    }
+    assert all(v is not None and 0 < v < 1 for v in conf.leaves.values())
+    # a value spelled by more tokens is less certain at the same per-token logprob
+    assert conf.leaves["货物或应税劳务、服务[1].金额"] < conf.leaves["n"]
