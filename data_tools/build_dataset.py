@@ -437,7 +437,7 @@ def publishing(out_dir: Path) -> Iterator[Path]:
     A kill at any moment leaves `out_dir` holding the old dataset or the new one; the next
     build cleans up what the kill left beside it. One build per `out_dir` at a time (a lock
     file `.NAME.lock` beside it)."""
-    out_dir = Path(os.path.abspath(out_dir))
+    out_dir = Path(os.path.realpath(out_dir))  # a symlinked folder is rebuilt where it points
     parent, name = out_dir.parent, out_dir.name
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out-dir {out_dir} exists and is not a folder")

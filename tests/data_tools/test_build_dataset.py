@@ -583,3 +583,14 @@ def test_cli_config_overrides(tmp_path):
     )
     assert bad.returncode == 2 and "variants_per_image" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_symlinked_out_dir_is_rebuilt_where_it_points(tmp_path):
+    labels = make_labels(tmp_path, n=2)
+    real = tmp_path / "store" / "sft-v1"
+    build([labels], real, BuildConfig(variants_per_image=1, val_ratio=0, seed=1))
+    (tmp_path / "sft").symlink_to(real, target_is_directory=True)
+    build([labels], tmp_path / "sft", BuildConfig(variants_per_image=2, val_ratio=0, seed=1))
+    assert (tmp_path / "sft").is_symlink() and (tmp_path / "sft").resolve() == real
+    assert json.loads((real / "stats.json").read_text())["records"]["train"] == 4
+    assert [p.name for p in real.parent.iterdir() if p.name.startswith(".")] == [".sft-v1.lock"]
