@@ -47,7 +47,6 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -448,11 +447,9 @@ def publishing(out_dir: Path) -> Iterator[Path]:
         except BlockingIOError:
             raise ValueError(f"another build is writing {out_dir}; wait for it to finish") from None
         _recover(out_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent))
+        tmp = parent / f".{name}.new-{os.getpid()}"  # unique: _recover() just cleared them
         try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a dataset gets the umask's
+            os.mkdir(tmp)  # the umask's mode, as any folder the user makes
             yield tmp
             if out_dir.exists():
                 kept = _carry_over(out_dir, tmp)

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -454,7 +455,10 @@ def test_rebuild_in_place_keeps_foreign_files_and_leaves_nothing_beside(tmp_path
     assert json.loads((out / "stats.json").read_text())["config"]["seed"] == 2
     beside = sorted(p.name for p in out.parent.iterdir())
     assert beside == [".sft.lock", "sft"], "no temp or old folders left beside the dataset"
-    assert oct(out.stat().st_mode & 0o777) != oct(0o700), "the folder gets the umask's mode"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask, "the folder gets the umask's mode"
+    assert (out / "train.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_failed_build_leaves_the_old_dataset(tmp_path, monkeypatch):
