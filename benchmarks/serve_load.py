@@ -1,13 +1,19 @@
-"""Load-test `python -m inference.serve`: p50/p95 latency, throughput, status counts.
+"""Load-test `python -m inference.serve`: p50/p95 latency, throughput, status counts, memory.
 
     python benchmarks/serve_load.py                       # fake backend, 500 requests, c=16
     python benchmarks/serve_load.py --model-dir outputs/tiny_model --requests 100
     python benchmarks/serve_load.py --url http://127.0.0.1:8080 --requests 200   # a running one
+    python benchmarks/serve_load.py --scenario big-uploads      # 16 x 8000x8000 PNG at once
+    python benchmarks/serve_load.py --scenario long-prompt --model-dir TINY   # longest prompt
+    python benchmarks/serve_load.py --scenario big-uploads --root /tmp/old    # another checkout
 
 Without --url it starts the service in a subprocess (its own process, as in production:
-the client does not share its GIL), sends `--requests` requests at `--concurrency`,
-`--malformed` of them malformed (bad base64, not an image, a 30000x30000 PNG bomb,
-file:///etc/passwd, an oversize body), prints one JSON summary and stops the service.
+the client does not share its GIL) and samples that process's RSS every 20 ms. Scenario
+``mixed`` (the default) sends `--requests` requests at `--concurrency`, `--malformed` of
+them malformed (see `inference.serving.loadgen`); ``big-uploads`` sends 16 concurrent
+multipart uploads of an 8000x8000 PNG; ``long-prompt`` sends the longest prompt the
+service accepts (`limits.max_prompt_chars`, or `--prompt-chars`) to the model. Each prints
+one JSON summary with ``rss_peak_mb`` and stops the service.
 """
 
 from __future__ import annotations
@@ -53,9 +59,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(args: argparse.Namespace, max_body: int) -> tuple[subprocess.Popen, str]:
+def start_service(
+    args: argparse.Namespace, max_body: int, extra: dict | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cfg = {
+    root = Path(args.root).resolve() if args.root else REPO
+    cfg: dict = {
         "host": "127.0.0.1",
         "port": port,
         "backend": (
@@ -74,6 +83,8 @@ def start_service(args: argparse.Namespace, max_body: int) -> tuple[subprocess.P
         },
         "auth": {"api_key_env": None},
     }
+    for section, values in (extra or {}).items():
+        cfg.setdefault(section, {}).update(values)
     if args.max_pixels:
         cfg["image"] = {
             "min_pixels": min(args.min_pixels, args.max_pixels),
@@ -82,10 +93,10 @@ def start_service(args: argparse.Namespace, max_body: int) -> tuple[subprocess.P
     fd, path = tempfile.mkstemp(suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(cfg, f)  # JSON is YAML
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True"}
+    env = {**os.environ, "PYTHONPATH": str(root), "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "inference.serve", "--config", path, "--log-level", "warning"],
-        cwd=REPO,
+        cwd=root,
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -103,9 +114,91 @@ def start_service(args: argparse.Namespace, max_body: int) -> tuple[subprocess.P
     raise RuntimeError("the service did not come up within 300 s")
 
 
+class RssSampler:
+    """Peak RSS of a process, sampled every `interval_s` in a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        import threading
+
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.peak = self.proc.memory_info().rss
+        self.start_rss = self.peak
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except Exception:  # the process ended
+                return
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self) -> dict:
+        return {
+            "rss_start_mb": round(self.start_rss / 2**20),
+            "rss_peak_mb": round(self.peak / 2**20),
+            "rss_end_mb": round(self.proc.memory_info().rss / 2**20),
+        }
+
+
+def big_png(size: int = 8000) -> bytes:
+    """An 8000x8000 page-like PNG (rows of boxes; about 0.3 MB)."""
+    im = Image.new("L", (size, size), 250)
+    d = ImageDraw.Draw(im)
+    for y in range(100, size - 100, 90):
+        for x in range(100, size - 100, 60):
+            if (x * 7 + y * 3) % 11:
+                d.rectangle([x, y, x + 36, y + 50], outline=20, width=4)
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+async def _concurrent_uploads(url: str, data: bytes, n: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as c:
+
+        async def one() -> int:
+            r = await c.post(
+                "/v1/extract",
+                files={"image": ("page.png", data, "image/png")},
+                data={"fields": "发票号码"},
+            )
+            return r.status_code
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def long_prompt(chars: int) -> str:
+    """A raw prompt of exactly `chars` characters: many distinct keys (OCR:{"k…":"",…})."""
+    keys, body = [], "OCR:{}"
+    i = 0
+    while True:
+        keys.append(f"字段{i:05d}")
+        candidate = "OCR:{" + ",".join(f'"{k}":""' for k in keys) + "}"
+        if len(candidate) > chars:
+            break
+        body = candidate
+        i += 1
+    return body
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", help="a running service (default: start one)")
+    p.add_argument("--root", help="serve the code of this checkout (default: this one)")
+    p.add_argument("--scenario", choices=("mixed", "big-uploads", "long-prompt"), default="mixed")
     p.add_argument("--model-dir", help="serve this model with the paddlex backend (default: fake)")
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=16)
@@ -113,6 +206,7 @@ def main() -> int:
     p.add_argument("--fake-delay-s", type=float, default=0.005)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--max-body-bytes", type=int, default=4 << 20)
+    p.add_argument("--prompt-chars", type=int, default=2000, help="long-prompt: its length")
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -122,30 +216,72 @@ def main() -> int:
     p.add_argument("--api-key")
     args = p.parse_args()
 
+    extra: dict = {}
+    if args.scenario == "long-prompt":
+        extra = {"limits": {"request_timeout_s": 600}}
     proc = None
     url = args.url
     if url is None:
-        proc, url = start_service(args, args.max_body_bytes)
+        proc, url = start_service(args, args.max_body_bytes, extra)
+    sampler = RssSampler(proc.pid) if proc is not None else None
+    summary: dict
     try:
-        plans = plan_requests(
-            invoice_like_png(),
-            args.requests,
-            malformed_ratio=args.malformed,
-            max_body_bytes=args.max_body_bytes,
-            api_key=args.api_key,
-        )
-        report = asyncio.run(run_load(url, plans, concurrency=args.concurrency))
-        health = httpx.get(url + "/health", timeout=10).json()
+        if sampler:
+            sampler.__enter__()
+        if args.scenario == "big-uploads":
+            data = big_png()
+            t0 = time.perf_counter()
+            statuses = asyncio.run(_concurrent_uploads(url, data, 16))
+            summary = {
+                "scenario": "16 concurrent 8000x8000 PNG uploads",
+                "png_bytes": len(data),
+                "status": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+                "wall_s": round(time.perf_counter() - t0, 2),
+            }
+        elif args.scenario == "long-prompt":
+            prompt = long_prompt(args.prompt_chars)
+            img = invoice_like_png((560, 400))
+            t0 = time.perf_counter()
+            r = httpx.post(
+                url + "/v1/extract",
+                files={"image": ("a.png", img, "image/png")},
+                data={"prompt": prompt},
+                timeout=900,
+            )
+            summary = {
+                "scenario": f"prompt of {len(prompt)} characters",
+                "status": r.status_code,
+                "answer": r.text[:200] if r.status_code != 200 else "ok",
+                "wall_s": round(time.perf_counter() - t0, 2),
+            }
+        else:
+            plans = plan_requests(
+                invoice_like_png(),
+                args.requests,
+                malformed_ratio=args.malformed,
+                max_body_bytes=args.max_body_bytes,
+                api_key=args.api_key,
+            )
+            report = asyncio.run(
+                run_load(url, plans, concurrency=args.concurrency, api_key=args.api_key)
+            )
+            summary = report.summary()
+        health = httpx.get(url + "/health", timeout=30).json()
+        summary["healthy_after"] = health.get("status") == "ok"
     finally:
+        memory = {}
+        if sampler:
+            sampler.__exit__()
+            memory = sampler.summary()
         if proc is not None:
             proc.terminate()
             proc.wait(30)
-    summary = report.summary()
+    summary |= memory
     summary["backend"] = "paddlex:" + args.model_dir if args.model_dir else "fake"
     summary["concurrency"] = args.concurrency
-    summary["healthy_after"] = health.get("status") == "ok"
+    summary["root"] = args.root or "."
     print(json.dumps(summary, ensure_ascii=False, indent=2))
-    return 0 if summary["server_errors"] == 0 else 1
+    return 0 if summary.get("server_errors", 0) == 0 else 1
 
 
 if __name__ == "__main__":
