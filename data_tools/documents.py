@@ -284,6 +284,50 @@ def load_pages(
     return [_image_page(data, doc_id, where, options)]
 
 
+def count_pages(
+    src: str | Path | bytes, *, name: str | None = None, options: DocumentOptions | None = None
+) -> int:
+    """Pages in a document without rendering any (an image: 1). Raises `DocumentError`.
+
+    With `select_pages` a caller can render one page at a time (``pages=(n,)``), holding
+    one page image in memory instead of all of them (the service does).
+    """
+    options = options or DocumentOptions()
+    if isinstance(src, (str, Path)):
+        where = name or str(src)
+        try:
+            data = Path(src).read_bytes()
+        except OSError as e:
+            raise DocumentError(f"{where}: cannot be read ({e.strerror or e})") from None
+        name = name or Path(src).name
+    else:
+        data, where, name = bytes(src), name or "upload", name or ""
+    kind = sniff_kind(data, name)
+    if kind == "pdf":
+        import pypdfium2 as pdfium
+
+        with _PDFIUM_LOCK:
+            try:
+                pdf = pdfium.PdfDocument(data)
+            except pdfium.PdfiumError as e:
+                raise DocumentError(f"{where}: not a readable PDF ({e})") from None
+            try:
+                return len(pdf)
+            finally:
+                pdf.close()
+    if kind == "ofd":
+        pkg = _OfdPackage(data, where, options.max_ofd_bytes)
+        _, doc = _ofd_document(pkg, where)
+        pages_el = _child(doc, "Pages")
+        return len(_children(pages_el, "Page")) if pages_el is not None else 0
+    return 1
+
+
+def select_pages(n_pages: int, options: DocumentOptions, where: str = "document") -> list[int]:
+    """The 1-based page numbers `options` selects from `n_pages` (limits checked)."""
+    return _select(n_pages, options, where)
+
+
 def _image_page(data: bytes, doc_id: str, where: str, options: DocumentOptions) -> Page:
     try:
         im = Image.open(io.BytesIO(data))
@@ -762,15 +806,20 @@ def _cjk_font() -> str | None:
         return None
 
 
-def _ofd_pages(data: bytes, doc_id: str, where: str, options: DocumentOptions) -> Iterator[Page]:
-    pkg = _OfdPackage(data, where, options.max_ofd_bytes)
+def _ofd_document(pkg: _OfdPackage, where: str) -> tuple[str, ET.Element]:
+    """(path, root) of the first document of an OFD package (``OFD.xml`` → ``DocRoot``)."""
     root = pkg.xml(pkg.resolve("OFD.xml"), "entry file")
     doc_root = _find(root, "DocBody", "DocRoot")
     if doc_root is None or not (doc_root.text or "").strip():
         raise DocumentError(f"{where}: OFD.xml has no DocBody/DocRoot")
-    doc_path = pkg.resolve(doc_root.text)
+    doc_path = pkg.resolve(doc_root.text or "")
+    return doc_path, pkg.xml(doc_path, "document")
+
+
+def _ofd_pages(data: bytes, doc_id: str, where: str, options: DocumentOptions) -> Iterator[Page]:
+    pkg = _OfdPackage(data, where, options.max_ofd_bytes)
+    doc_path, doc = _ofd_document(pkg, where)
     doc_dir = posixpath.dirname(doc_path)
-    doc = pkg.xml(doc_path, "document")
     common = _child(doc, "CommonData")
     res = _OfdResources()
     templates: dict[str, str] = {}

@@ -44,19 +44,30 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from PIL import Image
+from PIL import Image, ImageOps
 from starlette.datastructures import UploadFile
 
 from data_tools.confidence import leaf_confidence
-from data_tools.documents import DocumentError, DocumentOptions, Page, load_pages, merge_pages
+from data_tools.documents import (
+    DocumentError,
+    DocumentOptions,
+    Page,
+    count_pages,
+    load_pages,
+    merge_pages,
+    select_pages,
+    sniff_kind,
+)
 from data_tools.duplicates import DuplicateTracker, content_hash
 from data_tools.review import (
     NEEDS_REVIEW,
@@ -67,6 +78,7 @@ from data_tools.review import (
     reviewed_record,
 )
 from data_tools.validation import validate_prediction
+from inference.serving.admission import BudgetTimeout
 
 log = logging.getLogger("inference.serve.ui")
 
@@ -185,6 +197,64 @@ def ui_router(
 
     # ------------------------------------------------------------ extract
 
+    async def image_preview(request: Request, data: bytes) -> tuple[dict[str, Any], str]:
+        """Page info and a preview of an uploaded image (decoded within the pixel budget,
+        JPEGs at a reduced size)."""
+        budget = service.pixel_budget
+
+        def size() -> tuple[int, int]:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+
+        w, h = await service.cpu_call(size)
+        cost = min(w * h, budget.total)
+        left = max(0.0, request.scope["state"]["deadline"] - time.monotonic())
+        try:
+            await budget.acquire(cost, left)
+        except BudgetTimeout:
+            raise _api_error(
+                503, "busy: images being decoded are at the pixel limit; retry later", "overloaded"
+            ) from None
+        try:
+
+            def work() -> str:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.draft("RGB", (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+                    return _preview(ImageOps.exif_transpose(im))
+
+            preview = await service.cpu_call(work)
+        finally:
+            budget.release(cost)
+        info = {"page": 1, "n_pages": 1, "kind": "image", "size": [w, h], "text_layer": False}
+        return info, preview
+
+    async def rendered_page(
+        request: Request, data: bytes, doc_id: str, name: str, options: DocumentOptions
+    ) -> tuple[Page, bytes, str]:
+        """Render one PDF/OFD page (holding its pixels in the service's decode budget):
+        the page, its PNG for the model, its preview."""
+        budget = service.pixel_budget
+        cost = min(options.max_pixels, budget.total)
+        left = max(0.0, request.scope["state"]["deadline"] - time.monotonic())
+        try:
+            await budget.acquire(cost, left)
+        except BudgetTimeout:
+            raise _api_error(
+                503, "busy: images being decoded are at the pixel limit; retry later", "overloaded"
+            ) from None
+        try:
+
+            def work() -> tuple[Page, bytes, str]:
+                page = load_pages(data, doc_id=doc_id, name=name, options=options)[0]
+                return page, _png(page.image), _preview(page.image)
+
+            try:
+                return await service.cpu_call(work)
+            except DocumentError as e:
+                raise _api_error(400, str(e), "invalid_document") from None
+        finally:
+            budget.release(cost)
+
     @router.post("/ui/api/extract")
     async def ui_extract(request: Request) -> dict[str, Any]:
         form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
@@ -208,18 +278,29 @@ def ui_router(
         except ValueError as e:
             raise _api_error(400, str(e), "invalid_pages") from None
         doc_id = Path(name).stem or "upload"
+        kind = sniff_kind(data, name)
         try:
-            pages: list[Page] = await service.cpu_call(
-                lambda: load_pages(data, doc_id=doc_id, name=name, options=options)
-            )
+            n_pages = await service.cpu_call(lambda: count_pages(data, name=name, options=options))
+            numbers = select_pages(n_pages, options, name)
         except DocumentError as e:
             raise _api_error(400, str(e), "invalid_document") from None
         digest = content_hash(data)
         t = tracker(str(form.get("batch") or "") or None)
         out_pages = []
-        for page in pages:
-            payload = data if page.kind == "image" else await service.cpu_call(_png, page.image)
-            result = await run_extraction(request, payload, prompt)
+        for number in numbers:
+            if kind == "image":
+                # the service decodes the upload itself (its pixel limits and budget)
+                result = await run_extraction(request, data, prompt)
+                info, payload_preview = await image_preview(request, data)
+                page_id = doc_id
+            else:
+                # one rendered page at a time, its pixels held in the service's decode budget
+                page, payload, payload_preview = await rendered_page(
+                    request, data, doc_id, name, replace(options, pages=(number,))
+                )
+                result = await run_extraction(request, payload, prompt)
+                info, page_id = page.info(), page.page_id
+                del payload, page
             validation = (
                 validate_prediction(result.fields, schema, request=result.request).to_dict()
                 if schema is not None
@@ -227,9 +308,9 @@ def ui_router(
             )
             out_pages.append(
                 {
-                    "page_id": page.page_id,
-                    **page.info(),
-                    "preview": await service.cpu_call(_preview, page.image),
+                    "page_id": page_id,
+                    **info,
+                    "preview": payload_preview,
                     "fields": result.fields,
                     "raw_output": result.raw_output,
                     "parse": result.parse.to_dict(),
@@ -261,8 +342,8 @@ def ui_router(
             "id": upload_id,
             "document": name,
             "doc_id": doc_id,
-            "kind": pages[0].kind,
-            "n_pages": pages[0].n_pages,
+            "kind": kind,
+            "n_pages": n_pages,
             "sha256": digest,
             "pages": out_pages,
             "fields": doc_fields,

@@ -14,11 +14,13 @@ from PIL import Image, ImageDraw
 from data_tools.documents import (
     DocumentError,
     DocumentOptions,
+    count_pages,
     document_id_of,
     find_documents,
     load_pages,
     merge_pages,
     parse_page_spec,
+    select_pages,
     sniff_kind,
 )
 from data_tools.images import MAX_PIXELS
@@ -237,3 +239,15 @@ def test_pil_can_reread_what_we_render(pdf: Path) -> None:
     buf = io.BytesIO()
     page.image.save(buf, "PNG")
     assert Image.open(io.BytesIO(buf.getvalue())).size == page.image.size
+
+
+def test_count_pages_without_rendering(pdf: Path, ofd: Path, tmp_path: Path) -> None:
+    assert count_pages(pdf) == 2 and count_pages(ofd.read_bytes(), name="x.ofd") == 2
+    img = tmp_path / "a.png"
+    _page_image(6).save(img)
+    assert count_pages(img) == 1
+    assert select_pages(5, DocumentOptions(pages="2,4")) == [2, 4]
+    with pytest.raises(DocumentError, match="over the limit of 3"):
+        select_pages(5, DocumentOptions(max_pages=3), "x.pdf")
+    with pytest.raises(DocumentError, match=r"^y\.pdf: not a readable PDF"):
+        count_pages(b"%PDF-1.4 broken", name="y.pdf")
