@@ -14,17 +14,25 @@ empty become a PaddleOCR recognition label. Outputs in ``out_dir``:
                                ``data_dir`` = ``out_dir``)
 ``lines_disagree.jsonl``       crops whose two reads differ: ``{"id", "crop", "reads"}``
 ``lines_done.jsonl``           one line per finished image with its counts
-``lines_failures.jsonl``       images that could not be done (detection error, reads that kept
+``lines_failures.jsonl``       images that could not be done (stage ``detection``: the image
+                               does not decode or detection failed; ``read``: reads that kept
                                failing), with the reason
+``lines_summary.json``         the run's counts and the config used (secrets redacted)
 
-Resumable like ``data_tools.label``: an image counts as done only once its line is in
-``lines_done.jsonl`` (written after its labels); a rerun drops torn last lines, removes the
-labels of unfinished images from ``rec_gt.txt`` / ``lines_disagree.jsonl`` and continues.
-Exit codes as ``data_tools.label``: 0, 1 (some images failed), 2 (bad input), 3 (401/403).
+It runs on the run harness (``data_tools.runner``), like ``data_tools.label``: one run per
+``out_dir`` (lock), an image counts as done only once its line is in ``lines_done.jsonl``
+(appended, fsynced, after its ``rec_gt.txt`` / ``lines_disagree.jsonl`` lines); a rerun drops
+torn last lines, removes the labels of unfinished images from ``rec_gt.txt`` /
+``lines_disagree.jsonl`` and continues; failed images are redone with ``--retry-failed``. Images
+are found as ``data_tools.label`` finds them (a folder, a glob, a list file; the id is the path
+below the folder without its suffix). Exit codes (README "Exit codes"): 0 all done, 1 some
+images failed (listed in ``lines_failures.jsonl``), 2 bad input or config, 3 fatal endpoint
+error (wrong key, endpoint unreachable), 130 interrupted; finished images are always kept.
 
 Library use: ``LinesConfig.from_yaml(path, overrides)``; ``await label_lines(cfg,
-detector=None)``; a detector is any ``Callable[[np.ndarray BGR], list[(poly, score)]]``
-(default: :class:`PPOCRLineDetector`). :func:`crop_line` is the perspective crop.
+detector=None) -> runner.RunSummary`` (``counters``: lines, agreed, disagreed, empty, calls);
+a detector is any ``Callable[[np.ndarray BGR], list[(poly, score)]]`` (default:
+:class:`PPOCRLineDetector`). :func:`crop_line` is the perspective crop.
 """
 
 from __future__ import annotations
@@ -32,27 +40,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import copy
-import datetime as dt
 import io
 import logging
 import os
 import re
 import sys
-import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
-from data_tools.config import ConfigError, apply_overrides, build, load_yaml
-from data_tools.images import find_images, is_image_file
-from data_tools.jsonl import JsonlError, atomic_write_text, drop_torn_tail, dumps_line, read_jsonl
-from data_tools.label import LabelConfigError, add_run_arguments, run_overrides
+from data_tools.config import ConfigError, load_config, to_dict
+from data_tools.jsonl import JsonlError, atomic_write_text, dumps_line, read_jsonl
+from data_tools.label import (
+    ImageItem,
+    LabelConfigError,
+    add_run_arguments,
+    discover_images,
+    run_overrides,
+)
 from data_tools.llm_client import (
     AsyncChatClient,
     EndpointConfig,
@@ -62,17 +72,30 @@ from data_tools.llm_client import (
     user_message,
 )
 from data_tools.normalize import normalize_text
-from data_tools.runner import BadInput, append_text, run_lock, run_workers
+from data_tools.runner import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    BadInput,
+    Item,
+    ItemFailed,
+    Output,
+    RunFiles,
+    RunSummary,
+    exit_message,
+    run_items,
+)
 
 log = logging.getLogger(__name__)
 
-REC_GT, DISAGREE, DONE, FAILURES, LOCK = (
+REC_GT, DISAGREE, DONE, FAILURES, SUMMARY, LOCK = (
     "rec_gt.txt",
     "lines_disagree.jsonl",
     "lines_done.jsonl",
     "lines_failures.jsonl",
+    "lines_summary.json",
     ".label_lines.lock",
 )
+COUNTERS = ("lines", "agreed", "disagreed", "empty", "calls")  # RunSummary.counters
 LINE_PROMPTS = [
     "识别图片中的这一行文字，按原样输出文字内容本身，不要添加解释、引号或其他内容。",
     "Transcribe the single line of text in this image exactly as printed, character for "
@@ -90,7 +113,7 @@ class LinesConfig:
     out_dir: str
     client: EndpointConfig
     prompts: list[str] | None = None
-    concurrency: int = 32  # VLM requests in flight
+    concurrency: int = 32  # VLM requests in flight (client.max_concurrency unless set)
     image_workers: int = 2  # images in progress (detection of one overlaps reads of another)
     min_det_score: float = 0.5
     min_line_height: int = 8
@@ -102,6 +125,7 @@ class LinesConfig:
     retry_failed: bool = False
     limit: int | None = None
     progress: bool = True
+    fsync: bool = True
     base_dir: str = "."
 
     def __post_init__(self) -> None:
@@ -110,18 +134,14 @@ class LinesConfig:
             raise LabelConfigError("text-line mode needs two prompts (each crop is read twice)")
         if self.concurrency < 1 or self.image_workers < 1:
             raise LabelConfigError("concurrency and image_workers must be >= 1")
+        if self.client.max_concurrency is None:
+            self.client.max_concurrency = self.concurrency
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> LinesConfig:
-        data: dict[str, Any] = {}
+        """The recipe ``path`` with dotted ``key=value`` overrides (``data_tools.config``)."""
         try:
-            if path is not None:
-                data = load_yaml(path)
-            data = copy.deepcopy(data)
-            apply_overrides(data, overrides)
-            if isinstance(data.get("client"), dict):
-                data["client"].setdefault("max_concurrency", data.get("concurrency", 32))
-            return build(cls, data, source=str(path or "config"))
+            return load_config(cls, path, overrides)
         except ConfigError as exc:
             raise LabelConfigError(str(exc)) from None
 
@@ -212,7 +232,7 @@ def reads_agree(a: str, b: str) -> bool:
     return bool(na) and na == nb
 
 
-# ---------------------------------------------------------------- resume helpers
+# ---------------------------------------------------------------- resume
 def _crop_owner(rel: str) -> str:
     """``crops/<id>/<n>.jpg`` → ``<id>`` (ids may contain slashes)."""
     return rel.removeprefix("crops/").rsplit("/", 1)[0]
@@ -229,58 +249,17 @@ def _keep_finished(out: Path, done: set[str]) -> None:
             log.info("%s: removed %d line(s) of unfinished images", gt, len(lines) - len(keep))
     dis = out / DISAGREE
     if dis.exists():
-        rows = [obj for _, obj in read_jsonl(dis)]
+        try:
+            rows = [obj for _, obj in read_jsonl(dis)]
+        except JsonlError as exc:
+            raise LabelConfigError(f"{exc}; fix or remove that line, then rerun") from None
         keep_rows = [r for r in rows if r.get("id") in done]
         if len(keep_rows) != len(rows):
             atomic_write_text(dis, "".join(dumps_line(r) for r in keep_rows))
+            log.info("%s: removed %d row(s) of unfinished images", dis, len(rows) - len(keep_rows))
 
 
-def discover(cfg: LinesConfig) -> list[tuple[str, Path]]:
-    """(id, path) of every image; ids are paths below the folder without suffix."""
-    specs = cfg.images if isinstance(cfg.images, list) else [cfg.images]
-    out: dict[str, Path] = {}
-    for spec in specs:
-        p = cfg.path(str(spec))
-        if p.is_dir():
-            for q in find_images(p):
-                out[q.relative_to(p).with_suffix("").as_posix()] = q
-        elif is_image_file(p):
-            out[p.stem] = p
-        elif p.is_file():
-            for line in p.read_text(encoding="utf-8").splitlines():
-                if line.strip() and not line.startswith("#"):
-                    q = Path(line.strip())
-                    q = q if q.is_absolute() else p.parent / q
-                    out[q.stem] = q
-        else:
-            raise LabelConfigError(f"images: {p} is neither a folder, an image nor a list file")
-    if not out:
-        raise LabelConfigError(f"images: no image found in {specs}")
-    return list(out.items())
-
-
-# ---------------------------------------------------------------- the run
-@dataclass
-class LinesSummary:
-    images: int = 0
-    done_before: int = 0
-    todo: int = 0
-    images_done: int = 0
-    images_failed: int = 0
-    lines: int = 0
-    agreed: int = 0
-    disagreed: int = 0
-    empty: int = 0
-    calls: int = 0
-    elapsed_s: float = 0.0
-    fatal: str | None = None
-    exit_code: int = 0
-
-
-class _ImageFailed(Exception):
-    pass
-
-
+# ---------------------------------------------------------------- one image
 async def _gather_or_cancel(coros: list[Any]) -> list[Any]:
     """``asyncio.gather`` that cancels the others when one fails."""
     tasks = [asyncio.ensure_future(c) for c in coros]
@@ -293,182 +272,162 @@ async def _gather_or_cancel(coros: list[Any]) -> list[Any]:
         raise
 
 
+class LineLabeler:
+    """Detects, crops and reads the lines of one image (the run harness's per-item work)."""
+
+    def __init__(self, cfg: LinesConfig, client: AsyncChatClient, counters: Counter[str]) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.counters = counters
+        self.out = cfg.path(cfg.out_dir)
+        self.prompts = (cfg.prompts or LINE_PROMPTS)[:2]
+        self.detector: Detector | None = None
+        self.det_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # one model
+
+    async def load_detector(self) -> None:
+        if self.detector is None:
+            kwargs = dict(self.cfg.det or {})
+            loop = asyncio.get_running_loop()
+            self.detector = await loop.run_in_executor(
+                self.det_pool, lambda: PPOCRLineDetector(**kwargs)
+            )
+
+    def detect_and_crop(self, path: Path) -> list[tuple[int, bytes]]:
+        """The JPEG crops of ``path``'s lines, numbered in reading order."""
+        cfg = self.cfg
+        img = load_bgr(path)
+        assert self.detector is not None
+        found = [(poly, sc) for poly, sc in self.detector(img) if sc >= cfg.min_det_score]
+        # reading order: top to bottom, then left to right
+        found.sort(key=lambda ps: (min(y for _, y in ps[0]), min(x for x, _ in ps[0])))
+        crops: list[tuple[int, bytes]] = []
+        for poly, _ in found:
+            c = crop_line(img, poly)
+            if min(c.shape[:2]) < cfg.min_line_height:
+                continue
+            crops.append((len(crops), encode_jpeg(c, cfg.crop_quality)))
+            if cfg.max_lines_per_image and len(crops) >= cfg.max_lines_per_image:
+                break
+        return crops
+
+    async def read(self, crop: bytes) -> list[str]:
+        """The crop read once with each prompt."""
+
+        async def one(prompt: str) -> str:
+            self.counters["calls"] += 1
+            res = await self.client.chat(
+                [user_message(prompt, [(crop, "image/jpeg")])],
+                max_tokens=self.cfg.max_tokens,
+                temperature=self.cfg.temperature,
+            )
+            return clean_read(res.text)
+
+        return await _gather_or_cancel([one(p) for p in self.prompts])
+
+    def _write_crops(self, image_id: str, crops: list[tuple[int, bytes]]) -> list[str]:
+        crop_dir = self.out / "crops" / image_id
+        crop_dir.mkdir(parents=True, exist_ok=True)
+        rels = []
+        for n, data in crops:
+            rel = f"crops/{image_id}/{n:04d}.jpg"
+            tmp = self.out / (rel + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.out / rel)
+            rels.append(rel)
+        return rels
+
+    async def __call__(self, item: Item) -> Output:
+        image: ImageItem = item.payload
+        where = {"image": str(image.path)}
+        loop = asyncio.get_running_loop()
+        try:
+            crops = await loop.run_in_executor(self.det_pool, self.detect_and_crop, image.path)
+        except Exception as exc:
+            raise ItemFailed("detection", f"{type(exc).__name__}: {exc}", **where) from None
+        try:
+            reads = await _gather_or_cancel([self.read(data) for _, data in crops])
+        except FatalLLMError:
+            raise
+        except LLMError as exc:
+            raise ItemFailed("read", exc.reason, **where) from None
+        rels = await asyncio.to_thread(self._write_crops, image.id, crops)
+        gt_lines, dis_rows, n_empty = [], [], 0
+        for rel, (a, b) in zip(rels, reads, strict=True):
+            if reads_agree(a, b):
+                gt_lines.append(f"{rel}\t{a}\n")
+            elif not normalize_text(a) and not normalize_text(b):
+                n_empty += 1
+            else:
+                dis_rows.append({"id": image.id, "crop": rel, "reads": [a, b]})
+        self.counters.update(
+            lines=len(crops), agreed=len(gt_lines), disagreed=len(dis_rows), empty=n_empty
+        )
+        side: list[tuple[Path, str]] = []
+        if gt_lines:
+            side.append((self.out / REC_GT, "".join(gt_lines)))
+        if dis_rows:
+            side.append((self.out / DISAGREE, "".join(dumps_line(r) for r in dis_rows)))
+        row = {
+            "id": image.id,
+            **where,
+            "lines": len(crops),
+            "agreed": len(gt_lines),
+            "disagreed": len(dis_rows),
+            "empty": n_empty,
+        }
+        return Output(rows=[row], side=side)
+
+
+# ---------------------------------------------------------------- the run
 async def label_lines(
     cfg: LinesConfig,
     *,
     detector: Detector | None = None,
     client: AsyncChatClient | None = None,
-) -> LinesSummary:
-    """Label the text lines of every image not done yet; see the module docstring."""
+) -> RunSummary:
+    """Label the text lines of every image not done yet (the run harness,
+    ``data_tools.runner``); ``counters`` holds lines / agreed / disagreed / empty / calls."""
     out = cfg.path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    s = LinesSummary()
-    prompts = cfg.prompts or LINE_PROMPTS
-    with run_lock(out / LOCK, "text-line run"):
-        for name in (DONE, FAILURES, DISAGREE):
-            drop_torn_tail(out / name)
-        drop_torn_tail(out / REC_GT, check_json=False)
-        try:
-            done = (
-                {str(o.get("id")) for _, o in read_jsonl(out / DONE)}
-                if (out / DONE).exists()
-                else set()
-            )
-            failed = (
-                {str(o.get("id")) for _, o in read_jsonl(out / FAILURES)} - done
-                if (out / FAILURES).exists()
-                else set()
-            )
-            _keep_finished(out, done)
-        except JsonlError as exc:
-            raise LabelConfigError(f"{exc}; fix or remove that line, then rerun") from None
-        items = discover(cfg)
-        s.images = len(items)
-        s.done_before = sum(i in done for i, _ in items)
-        todo = [(i, p) for i, p in items if i not in done]
-        if not cfg.retry_failed:
-            todo = [(i, p) for i, p in todo if i not in failed]
-        if cfg.limit is not None:
-            todo = todo[: cfg.limit]
-        s.todo = len(todo)
-        log.info("%d image(s), %d done before, %d to do → %s", s.images, s.done_before, s.todo, out)
-        if not todo:
-            return s
+    files = RunFiles(
+        out=out / DONE,
+        failures=out / FAILURES,
+        summary=out / SUMMARY,
+        side=(out / REC_GT, out / DISAGREE),
+        lock_file=out / LOCK,
+    )
+    items = [Item.single(it.id, payload=it) for it in discover_images(cfg)]  # type: ignore[arg-type]
+    counters: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
+    own_client = client is None
+    client = client or AsyncChatClient(cfg.client)
+    labeler = LineLabeler(cfg, client, counters)
+    labeler.detector = detector
 
-        own_client = client is None
-        client = client or AsyncChatClient(cfg.client)
-        det_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # one model, one thread
-        loop = asyncio.get_running_loop()
-        fatal: list[BaseException] = []
-        try:
-            await preflight(client)
-            if detector is None:
-                det_kwargs = dict(cfg.det or {})
-                detector = await loop.run_in_executor(
-                    det_pool, lambda: PPOCRLineDetector(**det_kwargs)
-                )
-        except FatalLLMError as exc:
-            fatal.append(exc)
-            todo = []
-        except BaseException:
-            det_pool.shutdown(wait=False)
-            if own_client:
-                await client.aclose()
-            raise
+    async def before_start() -> None:  # only when there is work: the endpoint, then the model
+        await preflight(client)
+        await labeler.load_detector()
 
-        bar = tqdm(total=len(todo), unit="img", disable=not cfg.progress, dynamic_ncols=True)
-        t0 = time.monotonic()
-        queue = iter(todo)
-
-        async def read(crop: bytes) -> list[str]:
-            async def one(prompt: str) -> str:
-                s.calls += 1
-                res = await client.chat(
-                    [user_message(prompt, [(crop, "image/jpeg")])],
-                    max_tokens=cfg.max_tokens,
-                    temperature=cfg.temperature,
-                )
-                return clean_read(res.text)
-
-            return await _gather_or_cancel([one(p) for p in prompts[:2]])
-
-        def detect_and_crop(path: Path) -> list[tuple[int, bytes]]:
-            img = load_bgr(path)
-            assert detector is not None
-            found = [(poly, score) for poly, score in detector(img) if score >= cfg.min_det_score]
-            # number the lines in reading order: top to bottom, then left to right
-            found.sort(key=lambda ps: (min(y for _, y in ps[0]), min(x for x, _ in ps[0])))
-            crops: list[tuple[int, bytes]] = []
-            for poly, _ in found:
-                c = crop_line(img, poly)
-                if min(c.shape[:2]) < cfg.min_line_height:
-                    continue
-                crops.append((len(crops), encode_jpeg(c, cfg.crop_quality)))
-                if cfg.max_lines_per_image and len(crops) >= cfg.max_lines_per_image:
-                    break
-            return crops
-
-        async def one_image(image_id: str, path: Path) -> None:
-            try:
-                crops = await loop.run_in_executor(det_pool, detect_and_crop, path)
-            except Exception as exc:
-                raise _ImageFailed(f"detection: {type(exc).__name__}: {exc}") from None
-            try:
-                reads = await _gather_or_cancel([read(data) for _, data in crops])
-            except FatalLLMError:
-                raise
-            except LLMError as exc:
-                raise _ImageFailed(f"read: {exc.reason}") from None
-            crop_dir = out / "crops" / image_id
-            crop_dir.mkdir(parents=True, exist_ok=True)
-            gt_lines, dis_rows = [], []
-            n_empty = 0
-            for (n, data), (a, b) in zip(crops, reads, strict=True):
-                rel = f"crops/{image_id}/{n:04d}.jpg"
-                tmp = out / (rel + ".tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, out / rel)
-                if reads_agree(a, b):
-                    gt_lines.append(f"{rel}\t{a}\n")
-                elif not normalize_text(a) and not normalize_text(b):
-                    n_empty += 1
-                else:
-                    dis_rows.append({"id": image_id, "crop": rel, "reads": [a, b]})
-            if gt_lines:
-                await asyncio.to_thread(append_text, out / REC_GT, "".join(gt_lines))
-            if dis_rows:
-                await asyncio.to_thread(
-                    append_text, out / DISAGREE, "".join(dumps_line(r) for r in dis_rows)
-                )
-            row = {
-                "id": image_id,
-                "image": str(path),
-                "lines": len(crops),
-                "agreed": len(gt_lines),
-                "disagreed": len(dis_rows),
-                "empty": n_empty,
-            }
-            await asyncio.to_thread(append_text, out / DONE, dumps_line(row))
-            s.lines += len(crops)
-            s.agreed += len(gt_lines)
-            s.disagreed += len(dis_rows)
-            s.empty += n_empty
-
-        async def worker() -> None:
-            for image_id, path in queue:
-                if fatal:
-                    return
-                try:
-                    await one_image(image_id, path)
-                    s.images_done += 1
-                except FatalLLMError as exc:
-                    fatal.append(exc)
-                    return
-                except _ImageFailed as exc:
-                    s.images_failed += 1
-                    row = {
-                        "id": image_id,
-                        "image": str(path),
-                        "reason": str(exc),
-                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    }
-                    await asyncio.to_thread(append_text, out / FAILURES, dumps_line(row))
-                bar.update(1)
-                bar.set_postfix(agreed=s.agreed, disagreed=s.disagreed, failed=s.images_failed)
-
-        try:
-            await run_workers(min(cfg.image_workers, len(todo)), worker, fatal)
-        finally:
-            bar.close()
-            det_pool.shutdown(wait=True)
-            if own_client:
-                await client.aclose()
-        s.elapsed_s = round(time.monotonic() - t0, 3)
-        if fatal:
-            s.fatal, s.exit_code = str(fatal[0]), 3
-        elif s.images_failed:
-            s.exit_code = 1
-    return s
+    try:
+        return await run_items(
+            items,
+            labeler,
+            files,
+            workers=cfg.image_workers,
+            retry_failed=cfg.retry_failed,
+            limit=cfg.limit,
+            progress=cfg.progress,
+            desc="label-lines",
+            unit="img",
+            fsync=cfg.fsync,
+            counters=counters,
+            prepare=lambda state: _keep_finished(out, state.done),
+            before_start=before_start,
+            config=to_dict(cfg),
+        )
+    finally:
+        labeler.det_pool.shutdown(wait=True)
+        if own_client:
+            await client.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -477,16 +436,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="PP-OCR text-line crops read twice by a VLM → PaddleOCR rec labels.",
     )
     add_run_arguments(ap, "configs/label/text_lines.yaml")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may stand before and after the flags
     try:
         cfg = LinesConfig.from_yaml(args.config, run_overrides(args))
         s = asyncio.run(label_lines(cfg))
     except BadInput as exc:
         log.error("error: %s", exc)
-        return 2
-    if s.fatal:
-        log.error("stopped: %s", s.fatal)
-    log.info("done: %s", asdict(s))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        log.warning("interrupted; finished images are saved, rerun to continue")
+        return EXIT_INTERRUPTED
+    (log.error if s.exit_code else log.info)("%s", exit_message(s, "image"))
     return s.exit_code
 
 

@@ -32,8 +32,8 @@ for one-off calls.
 
 ``ChatResult(text, finish_reason, usage, latency_s, attempts, base_url, model,
 attempt_latency_s, errors)``: ``latency_s`` is the wall time of the whole call, backoff
-included; ``attempt_latency_s`` that of the successful attempt; ``errors`` the reasons of the
-failed attempts before it.
+included; ``attempt_latency_s`` that of the successful attempt (from its concurrency slot on);
+``errors`` the reasons of the failed attempts before it. ``base_url`` is the bare URL.
 
 Errors (all ``LLMError`` with ``.reason``, ``.status``, ``.attempts``, ``.base_url``):
 ``FatalLLMError`` (401/403: wrong key or no access: stop the run), ``RequestRejected`` (other
@@ -41,6 +41,24 @@ Errors (all ``LLMError`` with ``.reason``, ``.status``, ``.attempts``, ``.base_u
 ``RetriesExhausted`` (429/5xx/timeouts/connection errors on every attempt).
 
 Message helpers: ``image_part(data, mime="image/jpeg")``, ``user_message(text, images=())``.
+
+Deadlines: ``timeout_s`` is the **total** wall-clock time one attempt may take: connecting,
+sending, waiting for the answer and reading all of it. A server that drips one byte every
+0.5 s is cut off after ``timeout_s`` (httpx's own timeouts are per read, so they alone would
+never fire there; each attempt runs under ``asyncio.timeout``). ``connect_timeout_s`` bounds
+the connect inside that. A call makes at most ``max_attempts`` attempts, so it ends within
+``max_attempts x timeout_s`` plus the waits between attempts (each at most ``backoff_max_s``,
+or ``max_retry_after_s`` after a ``Retry-After``) plus any wait for a ``max_concurrency``
+slot, which is not part of an attempt. ``chat(timeout_s=...)`` sets the per-attempt deadline
+of one call. ``list_models`` (the preflight) gets ``timeout_s`` in all.
+
+Secrets: ``user:password@`` in a base URL is taken out of the URL and sent as HTTP Basic auth
+(as httpx would), so requests, httpx's log lines and every URL this module names carry the
+bare URL. Every text this module produces (``LLMError.reason`` and ``.body``,
+``ChatResult.errors``, log lines, the 401/403 advice) has the API key, the ``Authorization``
+value, custom ``headers`` values and URL userinfo replaced by ``***``, even when a server or
+proxy quotes them back in its error message; ``repr(EndpointConfig)`` is redacted too. So a
+batch run's ``failures.jsonl`` and ``summary.json`` never hold them.
 
 Retry policy: 429, 408, 409, 5xx, timeouts, connection errors and malformed 200 envelopes are
 retried up to ``max_attempts`` in all. The delay before attempt ``n+1`` is ``Retry-After``
@@ -60,13 +78,14 @@ import logging
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
 
-from data_tools.config import redact_url
+from data_tools.config import redact, redact_url
 from data_tools.runner import FatalError
 
 log = logging.getLogger(__name__)
@@ -74,6 +93,7 @@ log = logging.getLogger(__name__)
 POOL_CONNECTIONS = 8  # connections per httpx pool (see AsyncChatClient.__init__)
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 403})
+MIN_SECRET_LEN = 4  # shorter header values are not searched for in messages (too common)
 
 
 # ---------------------------------------------------------------- errors
@@ -153,7 +173,7 @@ class EndpointConfig:
             )
         for u in self.base_urls:
             if not u.startswith(("http://", "https://")):
-                raise ValueError(f"base URL {u!r} must start with http:// or https://")
+                raise ValueError(f"base URL {redact_url(u)!r} must start with http:// or https://")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -169,6 +189,24 @@ class EndpointConfig:
 
     def resolve_api_key(self) -> str | None:
         return resolve_secret(self.api_key, self.api_key_env)
+
+    def __repr__(self) -> str:  # fit for logs: no key, header values or URL userinfo
+        shown = redact(dataclasses.asdict(self))
+        return "EndpointConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None, list[str]]:
+    """``http://user:pw@host/v1`` → (``http://host/v1``, BasicAuth, the secret strings)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, []
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    user, password = urllib.parse.unquote(user), urllib.parse.unquote(password)
+    auth = httpx.BasicAuth(user, password)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return bare, auth, [userinfo, user, password, token]
 
 
 def endpoint_from_flags(
@@ -267,6 +305,15 @@ class AsyncChatClient:
         self.config = config
         self._rng = rng or random.Random()
         self._rr = itertools.cycle(range(len(config.base_urls)))
+        # requests go to the bare URLs; userinfo becomes Basic auth (see "Secrets")
+        self._urls: list[str] = []
+        self._auth: list[httpx.BasicAuth | None] = []
+        secrets: list[str] = []
+        for u in config.base_urls:
+            bare, auth, found = split_userinfo(u)
+            self._urls.append(bare)
+            self._auth.append(auth)
+            secrets += found
         # httpcore's pool does O(requests x connections) work on every event, which costs
         # ~3 ms per request at 32 connections; several small pools keep that flat.
         limit = config.max_concurrency or 256
@@ -288,6 +335,20 @@ class AsyncChatClient:
         ]
         self._busy = [0] * n_pools
         self._sem = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+        key = config.resolve_api_key()
+        secrets += [key or "", *self._headers().values(), *config.headers.values()]
+        secrets += [v.split(" ", 1)[-1] for v in self._headers().values()]  # "Bearer <key>"
+        self._secrets = sorted(
+            {s for s in secrets if len(s) >= MIN_SECRET_LEN and s != "application/json"},
+            key=len,
+            reverse=True,
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of this client and any URL userinfo replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return redact_url(text)
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", **self.config.headers}
@@ -308,8 +369,8 @@ class AsyncChatClient:
         for pool in self._pools:
             await pool.aclose()
 
-    def _next_base_url(self) -> str:
-        return self.config.base_urls[next(self._rr)]
+    def _next_base_url(self) -> int:
+        return next(self._rr)
 
     def _backoff(self, attempt: int) -> float:
         d = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
@@ -317,24 +378,40 @@ class AsyncChatClient:
 
     def _fatal_text(self, base: str, resp: httpx.Response, model: str) -> str:
         where = f"${self.config.api_key_env}" if self.config.api_key_env else "client.api_key"
-        return (
+        return self.scrub(
             f"{base}: HTTP {resp.status_code} {_error_message(resp)}. The API key ({where}) is "
             f"missing, wrong or lacks access to model {model!r}; fix it and rerun "
             "(finished work is kept)."
         )
 
     async def list_models(self) -> list[str]:
-        base = self.config.base_urls[0]
-        resp = await self._pools[0].get(base + "/models")
+        """The model ids of the first base URL (``GET /models``, ``timeout_s`` in all)."""
+        base = self._urls[0]
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                resp = await self._pools[0].get(base + "/models", auth=self._auth_for(0))
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                f"GET {base}/models took longer than timeout_s={self.config.timeout_s:g}"
+            ) from None
         if resp.status_code in FATAL_STATUSES:
             raise FatalLLMError(
                 self._fatal_text(base, resp, self.config.model),
                 status=resp.status_code,
                 base_url=base,
-                body=resp.text[:2000],
+                body=self.scrub(resp.text[:2000]),
             )
-        resp.raise_for_status()
+        if resp.status_code >= 400:
+            raise LLMError(
+                self.scrub(f"GET {base}/models: HTTP {resp.status_code} {_error_message(resp)}"),
+                status=resp.status_code,
+                base_url=base,
+            )
         return [m.get("id", "") for m in resp.json().get("data", [])]
+
+    def _auth_for(self, i: int) -> Any:
+        auth = self._auth[i]
+        return auth if auth is not None else httpx.USE_CLIENT_DEFAULT
 
     async def chat(
         self,
@@ -357,6 +434,7 @@ class AsyncChatClient:
         payload.update(cfg.extra_body)
         if extra_body:
             payload.update(extra_body)
+        deadline = timeout_s if timeout_s is not None else cfg.timeout_s
         timeout = (
             httpx.Timeout(timeout_s, connect=min(timeout_s, cfg.connect_timeout_s))
             if timeout_s is not None
@@ -366,25 +444,29 @@ class AsyncChatClient:
         errors: list[str] = []
         base = ""
         for attempt in range(1, cfg.max_attempts + 1):
-            base = self._next_base_url()
+            i = self._next_base_url()
+            base = self._urls[i]
             delay: float | None = None
             t_attempt = time.monotonic()
             try:
                 if self._sem is not None:
                     async with self._sem:
-                        resp = await self._post(base + "/chat/completions", payload, timeout)
+                        t_attempt = time.monotonic()
+                        resp = await self._post(i, payload, timeout, deadline)
                 else:
-                    resp = await self._post(base + "/chat/completions", payload, timeout)
+                    resp = await self._post(i, payload, timeout, deadline)
+            except TimeoutError:
+                errors.append(f"timeout (no whole answer within timeout_s={deadline:g}s) at {base}")
             except httpx.TimeoutException as e:
                 errors.append(f"timeout ({type(e).__name__}) at {base}")
             except httpx.TransportError as e:
-                errors.append(f"connection error ({type(e).__name__}: {e}) at {base}")
+                errors.append(self.scrub(f"connection error ({type(e).__name__}: {e}) at {base}"))
             else:
                 status = resp.status_code
                 if status == 200:
                     result = self._parse_ok(resp, base)
                     if isinstance(result, str):
-                        errors.append(result)
+                        errors.append(self.scrub(result))
                     else:
                         text, finish, usage, used_model = result
                         now = time.monotonic()
@@ -405,20 +487,22 @@ class AsyncChatClient:
                         status=status,
                         attempts=attempt,
                         base_url=base,
-                        body=resp.text[:2000],
+                        body=self.scrub(resp.text[:2000]),
                     )
                 elif status in RETRY_STATUSES:
-                    errors.append(f"HTTP {status} {_error_message(resp)[:200]} at {base}")
+                    errors.append(
+                        self.scrub(f"HTTP {status} {_error_message(resp)[:200]} at {base}")
+                    )
                     delay = _retry_after(resp.headers)
                     if delay is not None:
                         delay = min(delay, cfg.max_retry_after_s)
                 else:
                     raise RequestRejected(
-                        f"HTTP {status} {_error_message(resp)}",
+                        self.scrub(f"HTTP {status} {_error_message(resp)}"),
                         status=status,
                         attempts=attempt,
                         base_url=base,
-                        body=resp.text[:2000],
+                        body=self.scrub(resp.text[:2000]),
                     )
             if attempt < cfg.max_attempts:
                 wait = delay if delay is not None else self._backoff(attempt)
@@ -431,11 +515,19 @@ class AsyncChatClient:
             body="\n".join(errors),
         )
 
-    async def _post(self, url: str, payload: dict[str, Any], timeout: Any) -> httpx.Response:
+    async def _post(
+        self, url_index: int, payload: dict[str, Any], timeout: Any, deadline: float
+    ) -> httpx.Response:
+        """One attempt: the whole exchange within ``deadline`` seconds (raises TimeoutError)."""
+        url = self._urls[url_index] + "/chat/completions"
         i = min(range(len(self._pools)), key=self._busy.__getitem__)  # least busy pool
         self._busy[i] += 1
         try:
-            return await self._pools[i].post(url, json=payload, timeout=timeout)
+            async with asyncio.timeout(deadline):
+                # .post reads the whole body before it returns, so the deadline covers it all
+                return await self._pools[i].post(
+                    url, json=payload, timeout=timeout, auth=self._auth_for(url_index)
+                )
         finally:
             self._busy[i] -= 1
 
@@ -476,7 +568,11 @@ async def preflight(client: AsyncChatClient) -> None:
         except FatalLLMError:
             raise
         except Exception as exc:  # 404 on /models, a proxy, ...: the chat calls will tell
-            log.warning("preflight: GET %s/models failed (%s)", redact_url(url), exc)
+            log.warning(
+                "preflight: GET %s/models failed (%s)",
+                redact_url(url),
+                client.scrub(f"{type(exc).__name__}: {exc}"),
+            )
             if not isinstance(exc, httpx.TransportError):
                 reachable += 1
             continue

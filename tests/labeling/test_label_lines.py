@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,9 @@ def test_lines_labeled_agreeing_reads_only(tmp_path: Path) -> None:
     with OpenAIStub(reader) as stub:
         s = asyncio.run(label_lines(_cfg(stub, images, out), detector=fake_detector))
         assert len(stub.requests) == 2 * 4 * 2  # pages x lines x reads
-    assert (s.images_done, s.lines, s.agreed, s.disagreed, s.empty) == (2, 8, 4, 2, 2)
+    c = s.counters
+    assert (s.ok, c["lines"], c["agreed"], c["disagreed"], c["empty"]) == (2, 8, 4, 2, 2)
+    assert c["calls"] == 16 and s.exit_code == 0
     gt = (out / "rec_gt.txt").read_text(encoding="utf-8").splitlines()
     assert sorted(gt) == sorted(
         f"crops/{p}/{n:04d}.jpg\t{t}"
@@ -114,6 +118,9 @@ def test_lines_labeled_agreeing_reads_only(tmp_path: Path) -> None:
     assert {d["reads"][1] for d in dis} == {"GREEN LINE?"}
     done = [json.loads(x) for x in (out / "lines_done.jsonl").read_text().splitlines()]
     assert [d["agreed"] for d in done] == [2, 2]
+    summary = json.loads((out / "lines_summary.json").read_text())
+    assert summary["summary"]["ok"] == 2 and summary["summary"]["counters"]["agreed"] == 4
+    assert summary["config"]["client"]["base_urls"] == [stub.base_url]
 
 
 def test_resume_after_a_crash_mid_image(tmp_path: Path) -> None:
@@ -151,19 +158,23 @@ def test_failed_reads_fail_the_image_and_retry_later(tmp_path: Path) -> None:
         s = asyncio.run(
             label_lines(_cfg(stub, images, out, "client.max_attempts=2"), detector=fake_detector)
         )
-    assert (s.images_failed, s.exit_code) == (2, 1)
+    assert (s.ok, s.failed, s.exit_code) == (0, 2, 1)
     fails = {
-        json.loads(x)["id"]: x for x in (out / "lines_failures.jsonl").read_text().splitlines()
+        row["id"]: row
+        for row in map(json.loads, (out / "lines_failures.jsonl").read_text().splitlines())
     }
-    assert "detection" in fails["bad"] and "HTTP 500" in fails["p1"]
-    assert not (out / "rec_gt.txt").exists()
+    assert fails["bad"]["stage"] == "detection" and "does not decode" in fails["bad"]["reason"]
+    assert fails["p1"]["stage"] == "read" and "HTTP 500" in fails["p1"]["reason"]
+    assert fails["p1"]["image"] == str(images / "p1.png")
+    assert not (out / "rec_gt.txt").exists() and not (out / "lines_done.jsonl").exists()
     with OpenAIStub(reader) as stub:
         s = asyncio.run(label_lines(_cfg(stub, images, out), detector=fake_detector))
-        assert s.todo == 0 and len(stub.requests) == 0
+        assert (s.todo, s.failed_before, s.exit_code, len(stub.requests)) == (0, 2, 1, 0)
         s = asyncio.run(
             label_lines(_cfg(stub, images, out, "retry_failed=true"), detector=fake_detector)
         )
-    assert (s.images_done, s.images_failed) == (1, 1)
+    assert (s.ok, s.failed, s.exit_code) == (1, 1, 1)
+    assert len((out / "rec_gt.txt").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow
@@ -209,3 +220,75 @@ def test_wrong_key_stops_text_line_mode(tmp_path: Path) -> None:
         assert s.exit_code == 3 and "401" in (s.fatal or "")
         assert len(stub.requests) == 0  # the preflight stopped it
     assert not (out / "lines_done.jsonl").exists()
+    assert not (out / "lines_failures.jsonl").exists()  # a fatal error blames no image
+
+
+def _cli(stub: OpenAIStub, images: Path, out: Path, *extra: str) -> int:
+    return ll.main(
+        ["--config", str(CONFIG), f"images={images}", f"out_dir={out}",
+         f"client.base_urls=[{stub.base_url}]", "client.backoff_base_s=0.01",
+         "client.max_attempts=2", "--no-progress", *extra]
+    )  # fmt: skip
+
+
+def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ll, "PPOCRLineDetector", lambda **kw: fake_detector)
+    images = tmp_path / "pages"
+    images.mkdir()
+    _make_page(images / "p1.png")
+    out = tmp_path / "out"
+    with OpenAIStub(reader) as stub:
+        assert _cli(stub, images, out, "image_worker=3") == 2  # unknown key: nothing run
+        assert not out.exists() and len(stub.requests) == 0
+        assert _cli(stub, tmp_path / "nowhere", out) == 2
+    with OpenAIStub(reader, faults=FaultPlan(rate=1.0, kinds=("500",))) as stub:
+        assert _cli(stub, images, out) == 1
+    with OpenAIStub(reader, faults=FaultPlan(api_key="sk-right")) as stub:
+        assert _cli(stub, images, out, "--retry-failed") == 3
+    with OpenAIStub(reader) as stub:
+        assert _cli(stub, images, out) == 1  # still listed as failed, not retried
+        assert len(stub.requests) == 0
+        assert _cli(stub, images, out, "--retry-failed") == 0
+        assert _cli(stub, images, out) == 0  # done: a rerun does nothing
+        assert len(stub.requests) == 8
+
+
+def test_secrets_stay_out_of_summary_failures_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """user:pw@ in the URL, a custom header and the key, quoted back by a hostile server in its
+    error messages, appear neither in lines_summary.json, lines_failures.jsonl nor the log."""
+    caplog.set_level(logging.DEBUG)
+    images = tmp_path / "pages"
+    images.mkdir()
+    _make_page(images / "p1.png")
+    out = tmp_path / "out"
+    basic = base64.b64encode(b"labeluser:s3cr3t-pw").decode()
+    secrets = ["labeluser", "s3cr3t-pw", basic, "sk-secret-key-123", "tenant-secret-456"]
+    header = "client.headers={X-Tenant: tenant-secret-456}"
+    # 1. every read answered 500 quoting the headers: the image fails, its reason is written
+    plan = FaultPlan(rate=1.0, kinds=("500",), echo_headers=True)
+    with OpenAIStub(reader, faults=plan) as stub:
+        url = stub.base_url.replace("://", "://labeluser:s3cr3t-pw@")
+        cfg = _cfg(stub, images, out, f"client.base_urls=[{url}]", header, "client.max_attempts=2")
+        s = asyncio.run(label_lines(cfg, detector=fake_detector))
+        assert s.failed == 1
+        sent = stub.requests[0].headers
+        assert sent["x-tenant"] == "tenant-secret-456"  # the secrets did travel
+        assert "authorization" in sent  # Basic, from the URL's userinfo
+    failures = (out / "lines_failures.jsonl").read_text()
+    assert "HTTP 500 (request headers: authorization: Basic ***; x-tenant: ***" in failures
+    written = failures + (out / "lines_summary.json").read_text()
+    # 2. the key rejected by the preflight, the 401 quoting it: the run stops (exit 3)
+    plan = FaultPlan(api_key="sk-right", echo_headers=True)
+    with OpenAIStub(reader, faults=plan) as stub:
+        cfg = _cfg(
+            stub, images, out, "client.api_key=sk-secret-key-123", header, "retry_failed=true"
+        )
+        s = asyncio.run(label_lines(cfg, detector=fake_detector))
+    assert s.exit_code == 3 and "authorization: ***; x-tenant: ***" in (s.fatal or "")
+    summary = (out / "lines_summary.json").read_text()
+    assert "HTTP 401 (request headers: authorization: ***" in summary
+    written += summary + caplog.text
+    for secret in secrets:
+        assert secret not in written

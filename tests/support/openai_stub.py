@@ -41,18 +41,24 @@ mode="thread", record_bodies=True)``
     ``GET /v1/models``, ``GET /_stub/requests``, ``GET /_stub/stats``, ``POST /_stub/reset``.
 
 ``FaultPlan(rate=0.0, kinds=TRANSIENT_FAULTS, weights=None, seed=0, script=(), when=None,
-retry_after_s=0.05, hang_s=30.0, max_image_bytes=None, api_key=None)``
+retry_after_s=0.05, hang_s=30.0, max_image_bytes=None, api_key=None, drip_interval_s=0.5,
+echo_headers=False)``
     Decides per call (in arrival order, thread-safe) which fault to inject, if any:
     ``script[i]`` for the i-th call while the script lasts, then ``when(index, body)`` if given,
     then a seeded random draw: with probability ``rate`` one of ``kinds`` (``weights``).
     Independently of the draw, ``max_image_bytes`` answers ``400_image`` to any request carrying
     a larger image, and ``api_key`` answers ``401`` unless ``Authorization: Bearer <api_key>``
-    (on ``GET /v1/models`` too).
+    (on ``GET /v1/models`` too). ``echo_headers=True`` makes every error answer (4xx/5xx, on
+    ``GET /v1/models`` too) start its message with the request's headers (``Authorization`` and
+    ``X-*`` first), as some proxies do: the
+    client must keep them out of what it writes and logs.
 
     Fault kinds (``FAULT_KINDS``):
     ``"429"`` rate limit with ``Retry-After: <retry_after_s>`` (fractional seconds) and
     ``retry-after-ms``; ``"500"`` server error; ``"503"`` overloaded; ``"hang"`` no answer for
-    ``hang_s`` then the connection is closed (the client must time out); ``"invalid_json"`` a 200
+    ``hang_s`` then the connection is closed (the client must time out); ``"drip"`` a correct 200
+sent one byte every ``drip_interval_s`` (status line and headers included: every read succeeds
+within a per-read timeout, so only a total deadline ends it); ``"invalid_json"`` a 200
     whose content is prose, not JSON; ``"truncated"`` a 200 with the first half of the answer
     and ``finish_reason: "length"``; ``"duplicate_keys"`` a 200 whose JSON repeats its first key
     at the end with a different value (``json.loads`` keeps the wrong one); ``"fenced"`` a valid
@@ -106,6 +112,7 @@ FAULT_KINDS = (
     "500",
     "503",
     "hang",
+    "drip",
     "invalid_json",
     "truncated",
     "duplicate_keys",
@@ -168,6 +175,8 @@ class FaultPlan:
     hang_s: float = 30.0
     max_image_bytes: int | None = None
     api_key: str | None = None
+    drip_interval_s: float = 0.5
+    echo_headers: bool = False
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
 
@@ -490,7 +499,26 @@ class _Core:
         status: int,
         payload: Any,
         extra_headers: Mapping[str, str] | None = None,
+        request_headers: Mapping[str, str] | None = None,
+        drip: bool = False,
     ) -> None:
+        if (
+            status >= 400
+            and request_headers is not None
+            and self.faults is not None
+            and self.faults.echo_headers
+            and isinstance(payload.get("error"), dict)
+        ):
+            # authorization and custom x-* headers first: a client that shortens messages
+            # must not get away with cutting the secrets off by chance
+            order = sorted(request_headers, key=lambda k: (k != "authorization", k[:2] != "x-"))
+            echoed = "; ".join(f"{k}: {request_headers[k]}" for k in order)
+            payload = {
+                "error": {
+                    **payload["error"],
+                    "message": f"(request headers: {echoed}) {payload['error']['message']}",
+                }
+            }
         body = json.dumps(payload, ensure_ascii=False).encode()
         head = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
@@ -499,8 +527,16 @@ class _Core:
             "Connection: keep-alive",
         ]
         head += [f"{k}: {v}" for k, v in (extra_headers or {}).items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        await writer.drain()
+        data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        if not drip:
+            writer.write(data)
+            await writer.drain()
+            return
+        interval = self.faults.drip_interval_s if self.faults else 0.5
+        for i in range(len(data)):  # one byte at a time: no single read ever waits long
+            writer.write(data[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(interval)
 
     async def _dispatch(
         self,
@@ -513,7 +549,8 @@ class _Core:
         if path.endswith("/models") and method == "GET":
             key = self.faults.api_key if self.faults else None
             if key is not None and headers.get("authorization") != f"Bearer {key}":
-                await self._send(writer, 401, _err("Incorrect API key provided", "invalid_api_key"))
+                err = _err("Incorrect API key provided", "invalid_api_key")
+                await self._send(writer, 401, err, request_headers=headers)
                 return True
             data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}]
             await self._send(writer, 200, {"object": "list", "data": data})
@@ -574,7 +611,9 @@ class _Core:
             if status == 200 and body.get("stream"):
                 await self._stream(writer, body, payload["choices"][0], index)
                 return False
-            await self._send(writer, status, payload, extra)
+            await self._send(
+                writer, status, payload, extra, request_headers=headers, drip=fault == "drip"
+            )
             return True
         finally:
             self.in_flight -= 1
