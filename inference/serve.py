@@ -16,13 +16,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from data_tools.config import redact
-from data_tools.llm_client import endpoint_from_flags
 from inference.backends import BACKENDS, BackendUnavailable
-from inference.extractor import Extractor
-from inference.serving.app import create_app
-from inference.serving.config import ConfigError, ServeConfig
+
+if TYPE_CHECKING:  # imported where used: `--help` answers without the web stack
+    from inference.serving.config import ServeConfig
 
 log = logging.getLogger("inference.serve")
 
@@ -56,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The config file, then ``--set`` overrides, then the flags (typed like the file)."""
+    from data_tools.llm_client import endpoint_from_flags
+    from inference.serving.config import ServeConfig
+
     pairs = [
         ("host", args.host),
         ("port", args.port),
@@ -80,6 +82,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     args = _parser().parse_args(argv)
+    from data_tools.config import ConfigError, redact
+    from inference.extractor import Extractor
+    from inference.serving.app import create_app
+
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
