@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from json.encoder import encode_basestring  # the C string encoder json.dumps uses
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # the C string encoder json.dumps uses
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,9 @@ def read_requests(path: str | Path) -> list[Request]:
     """Every request of a requests file (``{"id", "image", "prompt"}`` per line) or of an
     SFT file of either format (one request per prompt turn), in file order.
 
-    Raises `SftFormatError` naming the file and line of the first unusable record.
+    Image paths are returned as written (the dataset builder writes absolute ones); a
+    caller resolves a relative one against the file's folder. Raises `SftFormatError`
+    naming the file and line of the first unusable record.
     """
     path = Path(path)
     out: list[Request] = []

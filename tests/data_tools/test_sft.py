@@ -111,7 +111,7 @@ def test_check_dataset_file_lists_every_problem(tmp_path: Path, image: str) -> N
 
 
 @pytest.mark.parametrize("fmt", sft.FORMATS)
-@pytest.mark.parametrize("record_id", [None, "doc/7 \"q\""])
+@pytest.mark.parametrize("record_id", [None, 'doc/7 "q"'])
 def test_record_line_is_dumps_line_of_the_writer(fmt: str, record_id: str | None) -> None:
     from data_tools.jsonl import dumps_line
 
