@@ -60,6 +60,7 @@ from data_tools.images import MAX_PIXELS, MIN_PIXELS, BadImageError, check_image
 from data_tools.jsonl import dumps_line
 from data_tools.prompts import FULL_PROMPT, answer_text, build_prompt, placeholder_for, project
 from data_tools.records import LabelFormatError, LabelRecord, read_labels
+from data_tools.review import apply_reviewed
 from data_tools.sft import FORMATS, record_line, request_row
 
 log = logging.getLogger("data_tools.build_dataset")
@@ -279,7 +280,7 @@ def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> tuple[list[S
     seen_ids: dict[str, Path] = {}
     for lf in labels_files:
         base = str(Path(lf).resolve().parent)  # once per file, not per record
-        for rec in read_labels(lf):
+        for rec in apply_reviewed(read_labels(lf), Path(lf).parent):  # reviewed.jsonl wins
             if _left_out(rec, cfg, report):
                 continue
             if rec.id in seen_ids:

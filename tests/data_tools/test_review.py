@@ -103,3 +103,31 @@ def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
         read_reviewed(bad)
     rec = LabelRecord("x", "x.jpg", "vat_invoice", {})
     assert rec.to_dict()["id"] == "x"
+
+
+def test_build_dataset_takes_the_reviewed_record(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from data_tools.build_dataset import BuildConfig, build
+
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (320, 200), "white").save(tmp_path / name)
+    labels = _write(
+        tmp_path / "labels.jsonl",
+        [
+            {"id": "a", "image": "a.jpg", "doc_type": "vat_invoice",
+             "fields": {"发票号码": "4400154130"}, "meta": {"needs_review": True}},
+            {"id": "b", "image": "b.jpg", "doc_type": "vat_invoice",
+             "fields": {"发票号码": "12271524"}},
+        ],
+    )  # fmt: skip
+    out = tmp_path / "sft"
+    stats = build([labels], out, BuildConfig(val_ratio=0.0))
+    assert stats["skipped_needs_review"] == 1  # the labeler's flag keeps "a" out
+    _write(tmp_path / "needs_review.jsonl", [{"id": "a", "image": "a.jpg", "reasons": ["qa"]}])
+    (item,) = load_review_items(tmp_path / "needs_review.jsonl")
+    append_reviewed(reviewed_path(labels), reviewed_record(item, {"发票号码": "12270242"}))
+    stats = build([labels], out, BuildConfig(val_ratio=0.0))
+    assert stats["skipped_needs_review"] == 0
+    text = (out / "train.jsonl").read_text(encoding="utf-8")
+    assert "12270242" in text and "4400154130" not in text and "12271524" in text
