@@ -367,3 +367,19 @@ def _fmt(v: float | None) -> str:
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
+
+
+def write_calibration_report(metrics: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """The scorer's hook: reliability diagrams into ``plots/`` and the section appended to
+    ``report.md`` (rewritten atomically). Nothing when no system has confidence/validation."""
+    from data_tools.jsonl import atomic_write_text
+
+    section = calibration_markdown(metrics)
+    if not section:
+        return []
+    written = write_calibration_plots(metrics, out_dir)
+    md = Path(out_dir) / "report.md"
+    if md.is_file():
+        atomic_write_text(md, md.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + section)
+        written.append(md)
+    return written

@@ -332,8 +332,11 @@ def score_files(
         run = score_samples(samples, ctx, workers=settings.workers, desc=f"scoring {name}")
         log.info("%s: %d samples scored in %.1f s", name, len(samples), time.perf_counter() - t0)
         systems.append(SystemResult(name, p, samples, run.scores, run.fields))
+    from eval.calibration import calibration_summary  # confidence and validation flag
+
     for sr in systems:
         sr.summary = summarize(sr, settings)
+        sr.summary["calibration"] = calibration_summary(sr.file, gold, schema)
 
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,
@@ -385,7 +388,13 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     path = out / "metrics.json"
     atomic_write_text(path, json.dumps(metrics, ensure_ascii=False, indent=2, default=str) + "\n")
-    return [path, *write_report(metrics, out, latency_values(systems))]
+    from eval.calibration import write_calibration_report
+
+    return [
+        path,
+        *write_report(metrics, out, latency_values(systems)),
+        *write_calibration_report(metrics, out),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

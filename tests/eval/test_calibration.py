@@ -127,3 +127,37 @@ def test_summary_from_a_file_plots_and_markdown(tmp_path: Path) -> None:
     assert "precision 1.000, recall 1.000" in md
     (tmp_path / "bad.jsonl").write_text("[1, 2]\n")
     assert calibration_summary(tmp_path / "bad.jsonl", {}, schema) is None
+
+
+def test_the_scorer_reports_calibration(tmp_path: Path) -> None:
+    """eval.score → metrics.json 'calibration' per system, the diagram, the report section."""
+    from eval.score import ScoreSettings, score_files, write_outputs
+
+    schema = load_schema("vat_invoice")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "image": f"d{i}.jpg", "doc_type": "vat_invoice",
+                        "fields": GOLD}, ensure_ascii=False) + "\n"
+            for i in range(5)
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    pred = tmp_path / "sys.jsonl"
+    rows = [{**r, "image": f"{r['id']}.jpg", "system": "sys"} for r in _rows(schema)]
+    pred.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    metrics, systems = score_files(
+        [pred], gold_path=gold, settings=ScoreSettings(bootstrap=0, workers=1)
+    )
+    (name,) = metrics["systems"]
+    cal = metrics["systems"][name]["calibration"]
+    assert cal["validation"]["doc"]["precision"] == 1.0
+    assert cal["confidence"]["n_leaves"] == 45
+    written = write_outputs(metrics, tmp_path / "report", systems)
+    names = {p.name for p in written}
+    assert f"reliability_{name}.png" in names
+    md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Validation and confidence" in md and "ECE" in md
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["systems"][name][
+        "calibration"
+    ]["confidence"]["ece"] == pytest.approx(cal["confidence"]["ece"])
