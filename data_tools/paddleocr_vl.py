@@ -136,6 +136,26 @@ _CHAT_TEMPLATE = """\
 {%- endif -%}
 """
 
+# ---------------------------------------------------------------- architecture
+
+# PaddleOCR-VL-0.9B's published config.json (PaddlePaddle/PaddleOCR-VL): a SigLIP NaViT
+# vision encoder, a 2x2-merging projector, an ERNIE-4.5-0.3B decoder with 3D RoPE.
+ARCH_0_9B = {
+    "vocab_size": 103424,
+    "text_hidden": 1024,
+    "text_layers": 18,
+    "text_heads": 16,
+    "text_kv_heads": 2,
+    "text_head_dim": 128,
+    "text_intermediate": 3072,
+    "mrope_section": (16, 24, 24),
+    "vision_hidden": 1152,
+    "vision_layers": 27,
+    "vision_heads": 16,
+    "vision_intermediate": 4304,
+    "image_size": 384,
+}
+
 # ---------------------------------------------------------------- pixels
 
 PATCH_SIZE = 14

@@ -152,8 +152,18 @@ def load_examples(paths: str) -> list[SftExample]:
     return examples
 
 
-def build_trainer(args: TorchSftArguments, targs: Any) -> tuple[Any, SftDataset]:
-    """The transformers Trainer for this config (model, data, collator, logging)."""
+def build_trainer(
+    args: TorchSftArguments,
+    targs: Any,
+    *,
+    model: Any = None,
+    examples: list[SftExample] | None = None,
+) -> tuple[Any, SftDataset]:
+    """The transformers Trainer for this config (model, data, collator, logging).
+
+    `model` / `examples` replace loading them from the config (benchmarks pass a
+    random-weight model built from a config, and synthetic examples).
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -161,10 +171,11 @@ def build_trainer(args: TorchSftArguments, targs: Any) -> tuple[Any, SftDataset]
 
     model_dir = Path(args.model_name_or_path)
     processor = AutoProcessor.from_pretrained(str(model_dir))
-    dtype = torch.bfloat16 if targs.bf16 else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(
-        str(model_dir), dtype=dtype, attn_implementation=args.attn_implementation
-    )
+    if model is None:
+        # bf16 training keeps float32 master weights: Trainer autocasts to bf16
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(model_dir), dtype=torch.float32, attn_implementation=args.attn_implementation
+        )
     if args.freeze_vision:
         for name, p in model.named_parameters():
             if ".visual." in f".{name}":
@@ -192,7 +203,8 @@ def build_trainer(args: TorchSftArguments, targs: Any) -> tuple[Any, SftDataset]
     counter = TokenCounter(model_dir)
     if images_kwargs:
         counter.pixels.update(images_kwargs)
-    examples = load_examples(args.train_dataset_path)
+    if examples is None:
+        examples = load_examples(args.train_dataset_path)
     train = SftDataset(
         examples,
         processor,
