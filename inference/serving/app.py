@@ -7,7 +7,8 @@ with the request id in ``X-Request-ID``):
   enabled], "fields": [..] | "a,b", "request": {..}, "prompt": "OCR:..."}`` or multipart
   (file part ``image`` + the same text fields); at most one of fields/request/prompt
   (none: everything). Answers ``{"id", "fields", "raw_output", "parse", "latency_s",
-  "prompt", "usage", "finish_reason", "model", "image_size", "model_image_size"}``.
+  "prompt", "usage", "finish_reason", "model", "image_size", "model_image_size",
+  "validation"}`` (``validation``: the QA rules on the fields, `data_tools.validation`).
 * ``POST /v1/chat/completions`` — OpenAI-compatible; one image as an ``image_url`` part
   (``data:`` URL) and the prompt as text in the last user message; the answer is a
   ``chat.completion`` whose content is the raw model output (plus a ``kie`` object with the
@@ -58,6 +59,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from data_tools.llm_client import resolve_secret
 from data_tools.parsing import JsonLimitError, ParseLimits, loads_bounded
+from data_tools.validation import validation_dict
 from inference.backends import BackendError, BackendUnavailable
 from inference.extractor import Extraction, Extractor, Query, QueryError, query_from_text
 from inference.imaging import ImageError, ImageTooLarge, OpenedImage, open_image, prepare_opened
@@ -652,6 +654,9 @@ def _build_fastapi(s: Service) -> FastAPI:
             raise ApiError(400, str(e), "invalid_query") from None
         result = await run_extraction(request, data, prompt_text)
         body = {"id": f"kie-{uuid.uuid4().hex[:16]}", **result.to_dict()}
+        body["validation"] = await s.cpu_call(
+            lambda: validation_dict(result.fields, extractor.schema, request=result.request)
+        )
         return await respond(body, len(result.raw_output) > _RENDER_INLINE_BYTES)
 
     @app.post("/v1/chat/completions")

@@ -179,3 +179,16 @@ def test_review_off_without_a_root(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert c.get("/ui/api/review/sources").json() == {"enabled": False, "sources": []}
         r = c.get("/ui/api/review/items", params={"source": "x.jsonl"})
         assert r.status_code == 403 and "KIE_REVIEW_ROOT" in r.json()["error"]["message"]
+
+
+def test_v1_extract_answers_with_validation(ui_service: dict) -> None:
+    jpg = ui_service["run"] / "images" / "b1.jpg"
+    with _client(ui_service) as c:
+        r = c.post("/v1/extract", files={"image": ("b1.jpg", jpg.read_bytes())})
+        assert r.status_code == 200, r.text
+        v = r.json()["validation"]
+        assert v["passed"] is False
+        assert {"invoice_code", "invoice_number"} <= {f["rule"] for f in v["failed"]}
+        r = c.post("/v1/extract", files={"image": ("b1.jpg", jpg.read_bytes())},
+                   data={"fields": "购买方"})  # fmt: skip
+        assert r.json()["validation"]["passed"] is True  # nothing wrong in what was asked
