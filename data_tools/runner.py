@@ -292,7 +292,7 @@ def read_state(files: RunFiles) -> RunState:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- the run
