@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_tools.documents import document_id_of
 from data_tools.normalize import normalize_code
 
 CODE_KEYS = ("发票代码",)
@@ -128,15 +129,15 @@ def find_duplicates(
 ) -> dict[str, Duplicate]:
     """Duplicates among prediction rows (file order): `{id: Duplicate}` for every repeat.
 
-    Rows of one document (several pages or prompts: the same ``document`` or ``id``)
-    count once; the invoice key is taken from each row's ``prediction``; with `hash_files`
+    Rows of one document (several prompts, or the pages ``doc#p1``, ``doc#p2`` of a PDF:
+    the same ``document``, else the same id less its page suffix) count once; the invoice key is taken from each row's ``prediction``; with `hash_files`
     the ``image`` file each row names is hashed (once per path; missing files skipped).
     """
     tracker = DuplicateTracker()
     out: dict[str, Duplicate] = {}
     hashes: dict[str, str | None] = {}
     for row in rows:
-        doc = str(row.get("document") or row.get(id_key))
+        doc = str(row.get("document") or document_id_of(str(row.get(id_key))))
         digest = None
         image = row.get("image")
         if hash_files and isinstance(image, str) and image:

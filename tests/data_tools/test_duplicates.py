@@ -80,3 +80,10 @@ def test_find_duplicates_over_prediction_rows(tmp_path: Path) -> None:
         "c": ("a", "image"),
     }
     assert set(find_duplicates(rows, hash_files=False)) == {"b"}
+    # pages of one PDF (ids doc#p1, doc#p2, no "document" key) are one document
+    pages = [
+        {"id": "inv#p1", "image": str(a), "prediction": B1},
+        {"id": "inv#p2", "image": str(a), "prediction": B1},
+        {"id": "other#p1", "image": str(b), "prediction": B1},
+    ]
+    assert {k: v.duplicate_of for k, v in find_duplicates(pages).items()} == {"other": "inv"}
