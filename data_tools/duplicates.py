@@ -127,7 +127,8 @@ def find_duplicates(
     id_key: str = "id",
     hash_files: bool = True,
 ) -> dict[str, Duplicate]:
-    """Duplicates among prediction rows (file order): `{id: Duplicate}` for every repeat.
+    """Duplicates among prediction rows (file order): `{document id: Duplicate}` for every
+    document that repeats an earlier one (mark all its rows with ``duplicate_of``).
 
     Rows of one document (several prompts, or the pages ``doc#p1``, ``doc#p2`` of a PDF:
     the same ``document``, else the same id less its page suffix) count once; the invoice key is taken from each row's ``prediction``; with `hash_files`
