@@ -37,13 +37,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 from data_tools.paddleocr_vl import MODEL_NAME
 from training.preflight import checkpoints
+
+if TYPE_CHECKING:  # numpy is imported where tensors are converted: `--help` stays fast
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,7 @@ ARCH_KEYS = (
     "head_dim",
     "vocab_size",
 )
-_DTYPES = {
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": np.uint16,
-    "I64": np.int64,
-    "I32": np.int32,
-}
+_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "uint16", "I64": "int64", "I32": "int32"}
 
 
 class ExportError(RuntimeError):
@@ -91,6 +87,8 @@ class RawTensor:
     data: bytes
 
     def to_float32(self) -> np.ndarray:
+        import numpy as np
+
         if self.dtype == "BF16":
             bits = np.frombuffer(self.data, dtype=np.uint16).astype(np.uint32) << 16
             return bits.view(np.float32).reshape(self.shape)
@@ -104,6 +102,8 @@ class RawTensor:
 
     @classmethod
     def from_float32(cls, arr: np.ndarray, dtype: str) -> RawTensor:
+        import numpy as np
+
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if dtype == "BF16":  # round to nearest even
             bits = arr.view(np.uint32)

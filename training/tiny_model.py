@@ -33,8 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from data_tools.paddleocr_vl import (
     BEGIN_OF_SENTENCE,
@@ -54,6 +53,9 @@ from data_tools.paddleocr_vl import (
     VIDEO_PAD,
     chat_template,
 )
+
+if TYPE_CHECKING:  # numpy is imported where the weights are drawn: `--help` stays fast
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -421,6 +423,8 @@ def weight_shapes(spec: TinySpec, vocab_size: int) -> dict[str, tuple[int, ...]]
 
 def random_weights(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
     """Norm scales 1, biases 0, everything else N(0, 0.02), float32."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     tensors: dict[str, np.ndarray] = {}
     for key, shape in shapes.items():
