@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
 
 .PHONY: help setup fonts browser lock test test-fast lint format demo label qa label-lines convert dataset \
-	train setup-train-gpu summary export patch unpatch predict serve setup-torch baseline eval bench clean
+	train setup-train setup-train-erniekit setup-train-paddleformers setup-train-torch setup-train-gpu summary export patch unpatch predict serve setup-torch baseline eval bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -103,13 +103,28 @@ CKPT ?= $(RUN)/checkpoints
 BASE ?= outputs/models/PaddleOCR-VL-0.9B-tiny
 MODEL_OUT ?= $(RUN)/model
 
-train:  ## SFT from a recipe: make train CONFIG=configs/train/cpu_tiny.yaml [ARGS="key=value --resume --dry-run"] [TRAIN_PY=.venv-train-gpu/bin/python]
+train:  ## SFT from a recipe: make train CONFIG=configs/train/cpu_tiny.yaml [ARGS="key=value --resume --dry-run"] [TRAIN_PY=.venv-train-erniekit/bin/python]
 	@test -n "$(CONFIG)" || { echo "usage: make train CONFIG=configs/train/<recipe>.yaml [ARGS=...]" >&2; exit 2; }
 	@if [ "$(TRAIN_PY)" = "$(PY)" ]; then $(MAKE) --no-print-directory $(STAMP); fi
+	@if [ "$(TRAIN_PY)" = "$(TORCH_PY)" ] && [ ! -x "$(TORCH_PY)" ]; then echo "error: $(TORCH_PY) not found: run make setup-torch (CPU) or make setup-train-torch (GPU)" >&2; exit 2; fi
 	$(TRAIN_PY) -m training.train --config $(CONFIG) $(ARGS)
 
-setup-train-gpu:  ## GPU training venv .venv-train-gpu: paddlepaddle-gpu (PaddlePaddle index), ERNIEKit (ERNIE checkout), PaddleFormers
-	bash scripts/setup_train_gpu.sh
+# One GPU environment per route (ERNIEKit and PaddleFormers pin each other's versions):
+ROUTE ?= erniekit
+setup-train:  ## GPU training venv for one route: make setup-train ROUTE=erniekit|paddleformers|torch
+	@case "$(ROUTE)" in erniekit|paddleformers|torch) ;; *) echo "error: ROUTE=$(ROUTE): use erniekit, paddleformers or torch" >&2; exit 2;; esac
+	bash scripts/setup_train_$(ROUTE).sh
+
+setup-train-erniekit:  ## .venv-train-erniekit: paddlepaddle-gpu 3.2, ERNIEKit (pinned ERNIE checkout), its PaddleFormers
+	bash scripts/setup_train_erniekit.sh
+
+setup-train-paddleformers:  ## .venv-train-paddleformers: paddlepaddle-gpu 3.3, paddleformers[paddlefleet] 1.2
+	bash scripts/setup_train_paddleformers.sh
+
+setup-train-torch:  ## .venv-torch on a GPU box: torch (CUDA), transformers, peft (PyTorch SFT route, GPU benchmark)
+	bash scripts/setup_train_torch.sh
+
+setup-train-gpu: setup-train  ## the ERNIEKit route (same as make setup-train ROUTE=erniekit)
 
 summary: $(STAMP)  ## loss curve + throughput of a run: make summary [RUN=outputs/train/cpu_tiny] [ARGS=--json]
 	$(PY) -m training.summary $(RUN) $(ARGS)
@@ -140,7 +155,7 @@ $(TORCH_STAMP): requirements/torch.txt pyproject.toml $(STAMP)
 	$(UV) pip install -q --python $(TORCH_PY) --no-deps -e .
 	@touch $(TORCH_STAMP)
 
-setup-torch: $(TORCH_STAMP)  ## optional .venv-torch for the transformers backend (torch CPU + transformers)
+setup-torch: $(TORCH_STAMP)  ## .venv-torch on CPU: the transformers backend and the PyTorch SFT route (torch CPU + transformers + peft)
 
 # ---------------------------------------------------------------- benchmark
 baseline: $(STAMP)  ## OCR + LLM baseline (backend ocr-llm): make baseline DATASET=labels.jsonl|DIR LLM_URL=http://127.0.0.1:8180/v1 [LLM_MODEL=name] [OUT=...]

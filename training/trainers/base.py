@@ -73,7 +73,7 @@ class Trainer:
     stage: ClassVar[str | None] = None  # the config.stage the tool needs (None: no stage key)
     data_formats: ClassVar[tuple[str, ...]] = ("paddleformers",)  # SFT record formats it reads
     devices: ClassVar[tuple[str, ...]] = ("gpu",)
-    setup: ClassVar[str] = "make setup-train-gpu"  # the one command that builds its environment
+    setup: ClassVar[str] = "make setup-train"  # the one command that builds its environment
     key_list: ClassVar[str | None] = None  # training/trainers/keys/<name>.json fallback
 
     # ---------------------------------------------------------------- recipe
