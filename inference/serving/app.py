@@ -633,9 +633,20 @@ def _build_fastapi(s: Service) -> FastAPI:
                 image_value = payload.get("image")
                 fields, req, prompt = (payload.get(k) for k in ("fields", "request", "prompt"))
             elif ctype == "multipart/form-data":
-                form = await request.form(
-                    max_files=1, max_fields=8, max_part_size=max(4096, 4 * limits.max_prompt_chars)
-                )
+                part_limit = max(4096, 4 * limits.max_prompt_chars)  # UTF-8: <= 4 bytes a char
+                try:
+                    form = await request.form(max_files=1, max_fields=8, max_part_size=part_limit)
+                except StarletteHTTPException as e:
+                    if "maximum size" in str(e.detail):
+                        raise ApiError(
+                            413,
+                            f"a text field is over {part_limit} bytes (limits.max_prompt_chars "
+                            f"is {limits.max_prompt_chars} characters)",
+                            "too_long",
+                        ) from None
+                    raise ApiError(
+                        400, f"malformed multipart body: {e.detail}", "invalid_form"
+                    ) from None
                 image_value = form.get("image")
                 fields, req, prompt = (form.get(k) for k in ("fields", "request", "prompt"))
             else:

@@ -221,3 +221,26 @@ def test_secrets_never_reach_the_log(
     text = caplog.text
     assert "topsecret-123" not in text and "user:pw" not in text and "Bearer abc" not in text
     assert "***" in text
+
+
+def test_multipart_hostile_parts() -> None:
+    app, _ = make_service()
+    img = png_bytes()
+    with serving(app) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        r = c.post("/v1/extract", files={"image": ("a.png", img)}, data={"prompt": "票" * 20_000})
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "too_long")
+        assert "max_prompt_chars" in r.json()["error"]["message"]
+        r = c.post(
+            "/v1/extract",
+            files=[("image", ("a.png", img)), ("image", ("b.png", img))],
+        )
+        assert 400 <= r.status_code < 500
+        r = c.post(
+            "/v1/extract",
+            content=b'--xx\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc',
+            headers={"content-type": "multipart/form-data; boundary=xx"},
+        )
+        assert 400 <= r.status_code < 500, r.text
+        r = c.post("/v1/extract", files={"image": ("a.png", img)}, data={"fields": "[" * 900})
+        assert r.status_code == 400
+        assert app.guard.opened_total == 1
