@@ -3,8 +3,11 @@
     <cache_dir>/<config id>/<sha256[:2]>/<sha256>.json
     {"sha256", "config", "lines": [OcrLine.to_dict()...], "ocr_s", "created"}
 
-``config id`` names the OCR setup (preset, model names, detection settings), so changing
-the OCR never serves stale lines. Entries are written atomically (temp file + rename);
+``config id`` names the OCR setup (preset, options such as the detection size, and the
+model files' content hash, ``data_tools.ppocr.models_fingerprint()``), so changing the OCR
+or upgrading its weights never serves stale lines. The engine that read the image
+(RapidOCR's loader or PaddleOCR) is not part of it: both read the same lines from the same
+ONNX files (``tests/inference/test_baseline_ocr.py``). Entries are written atomically (temp file + rename);
 a corrupt entry is ignored and recomputed. ``ocr_s`` is the time the OCR took when the
 entry was made, so latency reports stay meaningful on cache hits.
 """
