@@ -42,6 +42,7 @@ import posixpath
 import re
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ DOCUMENT_SUFFIXES = (".pdf", ".ofd")
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DOCUMENT_SUFFIXES
 MM_PER_INCH = 25.4
 PT_PER_INCH = 72.0
+
+MAX_OFD_NESTING = 32  # page blocks inside page blocks
 
 _PDFIUM_LOCK = threading.RLock()
 
@@ -498,14 +501,16 @@ def _floats(text: str | None) -> list[float]:
     return [float(v) for v in (text or "").split()]
 
 
-def _deltas(text: str | None) -> list[float]:
-    """OFD ``DeltaX``/``DeltaY``: numbers, where ``g N v`` stands for N copies of v."""
+def _deltas(text: str | None, limit: int) -> list[float]:
+    """OFD ``DeltaX``/``DeltaY``: numbers, where ``g N v`` stands for N copies of v
+    (at most `limit` values: the characters they space)."""
     tokens = (text or "").split()
     out: list[float] = []
     i = 0
-    while i < len(tokens):
+    while i < len(tokens) and len(out) < limit:
         if tokens[i] == "g" and i + 2 < len(tokens):
-            out.extend([float(tokens[i + 2])] * int(float(tokens[i + 1])))
+            n = min(int(float(tokens[i + 1])), limit - len(out))
+            out.extend([float(tokens[i + 2])] * max(0, n))
             i += 3
         else:
             out.append(float(tokens[i]))
@@ -574,7 +579,10 @@ class _OfdPackage:
         real = self.names.get(path) or self.names.get(self._lower.get(path.lower(), ""))
         if real is None:
             raise DocumentError(f"{self.where}: {what} {path!r} is missing from the OFD")
-        return self.zip.read(real)
+        try:
+            return self.zip.read(real)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as e:
+            raise DocumentError(f"{self.where}: {what} {path!r} is damaged ({e})") from None
 
     def xml(self, path: str, what: str) -> ET.Element:
         try:
@@ -622,15 +630,17 @@ class _OfdPainter:
         scale: float,
         here: str,
         font_path: str | None,
+        max_image_pixels: int = 64_000_000,
     ) -> None:
         self.pkg, self.res, self.image, self.s, self.here = pkg, res, image, scale, here
+        self.max_image_pixels = max_image_pixels
         self.draw = ImageDraw.Draw(image)
         self.font_path = font_path
         self.lines: list[OcrLine] = []
         self._fonts: dict[int, Any] = {}
 
     def font(self, px: float) -> Any:
-        size = max(4, round(px))
+        size = max(4, min(round(px), self.image.size[1]))  # a hostile Size stays page-sized
         if size not in self._fonts:
             if self.font_path:
                 self._fonts[size] = ImageFont.truetype(self.font_path, size)
@@ -641,7 +651,10 @@ class _OfdPainter:
     def px(self, x: float, y: float) -> tuple[float, float]:
         return x * self.s, y * self.s
 
-    def layer(self, el: ET.Element, text: bool) -> None:
+    def layer(self, el: ET.Element, text: bool, depth: int = 0) -> None:
+        if depth > MAX_OFD_NESTING:
+            log.warning("%s: page blocks nested over %d deep; the rest not drawn", self.here, depth)
+            return
         for obj in el:
             kind = _local(obj.tag)
             try:
@@ -652,8 +665,14 @@ class _OfdPainter:
                 elif kind == "ImageObject":
                     self.image_object(obj)
                 elif kind in ("PageBlock", "Layer"):
-                    self.layer(obj, text)
-            except (ValueError, IndexError, OSError) as e:
+                    self.layer(obj, text, depth + 1)
+            except (
+                ValueError,
+                IndexError,
+                OSError,
+                ArithmeticError,
+                Image.DecompressionBombError,
+            ) as e:
                 log.warning("%s: %s ID=%s not drawn (%s)", self.here, kind, obj.get("ID"), e)
 
     def _box(self, obj: ET.Element) -> tuple[float, float, float, float]:
@@ -673,7 +692,8 @@ class _OfdPainter:
             if not text:
                 continue
             x, y = float(code.get("X", "0")), float(code.get("Y", "0"))
-            dxs, dys = _deltas(code.get("DeltaX")), _deltas(code.get("DeltaY"))
+            dxs = _deltas(code.get("DeltaX"), len(text))
+            dys = _deltas(code.get("DeltaY"), len(text))
             x_min = y_min = math.inf
             x_max = y_max = -math.inf
             cx, cy = x, y
@@ -774,6 +794,11 @@ class _OfdPainter:
             raise ValueError(f"ResourceID {rid!r} is not a MultiMedia resource")
         ctm = _Ctm(_floats(obj.get("CTM")) or (bw, 0, 0, bh, 0, 0))
         with Image.open(io.BytesIO(self.pkg.read(path, "image"))) as src:
+            if src.size[0] * src.size[1] > self.max_image_pixels:
+                raise ValueError(
+                    f"image {path!r} is {src.size[0]}x{src.size[1]}, over the limit of "
+                    f"{self.max_image_pixels} pixels"
+                )
             src.load()
             im = src.convert("RGBA")
         # the unit square mapped by the CTM, inside the boundary
@@ -782,6 +807,8 @@ class _OfdPainter:
         x0, y0 = self.px(bx + min(xs), by + min(ys))
         x1, y1 = self.px(bx + max(xs), by + max(ys))
         w, h = max(1, round(x1 - x0)), max(1, round(y1 - y0))
+        if w * h > 4 * self.image.size[0] * self.image.size[1]:
+            raise ValueError(f"image placed at {w}x{h} pixels, far larger than the page")
         im = im.resize((w, h), Image.Resampling.LANCZOS)
         self.image.paste(im, (round(x0), round(y0)), im)
 
@@ -832,7 +859,10 @@ def _ofd_pages(data: bytes, doc_id: str, where: str, options: DocumentOptions) -
         for tpl in _children(common, "TemplatePage"):
             if tpl.get("ID") and tpl.get("BaseLoc"):
                 templates[tpl.get("ID", "")] = pkg.resolve(tpl.get("BaseLoc", ""), doc_dir)
-        box = _floats(getattr(_find(common, "PageArea", "PhysicalBox"), "text", None))
+        try:
+            box = _floats(getattr(_find(common, "PageArea", "PhysicalBox"), "text", None))
+        except ValueError:
+            box = []
         if len(box) == 4:
             default_box = box
     pages_el = _child(doc, "Pages")
@@ -846,15 +876,22 @@ def _ofd_pages(data: bytes, doc_id: str, where: str, options: DocumentOptions) -
             raise DocumentError(f"{here}: the page has no BaseLoc in Document.xml")
         page_path = pkg.resolve(loc, doc_dir)
         page_xml = pkg.xml(page_path, f"page {number} content")
-        box = _floats(getattr(_find(page_xml, "Area", "PhysicalBox"), "text", None))
+        try:
+            box = _floats(getattr(_find(page_xml, "Area", "PhysicalBox"), "text", None))
+        except ValueError:
+            box = []
         box = box if len(box) == 4 else default_box
+        if not all(math.isfinite(v) for v in box) or not (
+            0 < box[2] <= 10_000 and 0 < box[3] <= 10_000
+        ):
+            raise DocumentError(f"{here}: page box {box} is not a page (mm, at most 10 m a side)")
         try:
             scale = _scale_for(box[2], box[3], options.max_pixels, options.max_dpi / MM_PER_INCH)
         except ValueError as e:
             raise DocumentError(f"{here}: {e}") from None
         size = (max(1, math.ceil(box[2] * scale)), max(1, math.ceil(box[3] * scale)))
         image = Image.new("RGB", size, "white")
-        painter = _OfdPainter(pkg, res, image, scale, here, font_path)
+        painter = _OfdPainter(pkg, res, image, scale, here, font_path, options.max_image_pixels)
         for tpl in _children(page_xml, "Template"):
             tpl_path = templates.get(tpl.get("TemplateID", ""))
             if tpl_path is None:

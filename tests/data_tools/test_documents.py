@@ -251,3 +251,56 @@ def test_count_pages_without_rendering(pdf: Path, ofd: Path, tmp_path: Path) -> 
         select_pages(5, DocumentOptions(max_pages=3), "x.pdf")
     with pytest.raises(DocumentError, match=r"^y\.pdf: not a readable PDF"):
         count_pages(b"%PDF-1.4 broken", name="y.pdf")
+
+
+def _patched_ofd(src: Path, dst: Path, edit) -> Path:
+    """A copy of the OFD `src` with `edit(name, bytes) -> bytes` applied to every member."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, edit(item.filename, zin.read(item)))
+    return dst
+
+
+def test_hostile_ofd_content_is_bounded(tmp_path: Path, ofd: Path) -> None:
+    def huge_spacing(name: str, data: bytes) -> bytes:
+        if name.endswith("Page_0/Content.xml"):  # a billion copies of a delta; a giant font
+            data = data.replace(b'DeltaX="g ', b'DeltaX="g 1000000000 3 g ')
+            data = data.replace(b'Font="2" Size="3.0"', b'Font="2" Size="1e9"')
+        return data
+
+    (page, _) = load_pages(_patched_ofd(ofd, tmp_path / "a.ofd", huge_spacing))
+    assert page.image.size[0] * page.image.size[1] <= MAX_PIXELS
+
+    def nan_box(name: str, data: bytes) -> bytes:
+        if name.endswith("Page_0/Content.xml"):
+            data = data.replace(
+                b"<ofd:PhysicalBox>0 0 240.0 140.0", b"<ofd:PhysicalBox>0 0 nan 140"
+            )
+        return data
+
+    with pytest.raises(DocumentError, match=r"a2\.ofd page 1: page box .* is not a page"):
+        load_pages(_patched_ofd(ofd, tmp_path / "a2.ofd", nan_box))
+
+    def deep(name: str, data: bytes) -> bytes:
+        if name.endswith("Page_0/Content.xml"):
+            nest = b"<ofd:PageBlock>" * 200 + b"</ofd:PageBlock>" * 200
+            data = data.replace(b"</ofd:Layer>", nest + b"</ofd:Layer>")
+        return data
+
+    assert len(load_pages(_patched_ofd(ofd, tmp_path / "b.ofd", deep))) == 2
+    # an image resource over the pixel limit is skipped, the page still renders with its text
+    (p1, _) = load_pages(ofd, options=DocumentOptions(max_image_pixels=1000))
+    assert np.asarray(p1.image.convert("L")).mean() > 240  # white: the photo was not drawn
+    assert [ln.text for ln in p1.text_layer.lines] == [t.text for t in TEXTS]
+
+
+def test_a_damaged_ofd_member_is_a_clear_error(tmp_path: Path, ofd: Path) -> None:
+    data = bytearray(ofd.read_bytes())
+    with zipfile.ZipFile(ofd) as zf:
+        info = zf.getinfo("Doc_0/Document.xml")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + 5 : start + 25] = b"\x00" * 20  # corrupt the compressed bytes
+    bad = tmp_path / "bad.ofd"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DocumentError, match=r"bad\.ofd: document .*Document\.xml"):
+        load_pages(bad)
