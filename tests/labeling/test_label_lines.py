@@ -259,6 +259,7 @@ def test_secrets_stay_out_of_summary_failures_and_logs(
     """user:pw@ in the URL, a custom header and the key, quoted back by a hostile server in its
     error messages, appear neither in lines_summary.json, lines_failures.jsonl nor the log."""
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # its request lines name the URL
     images = tmp_path / "pages"
     images.mkdir()
     _make_page(images / "p1.png")

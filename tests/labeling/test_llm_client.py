@@ -1,16 +1,22 @@
-"""The async OpenAI-compatible client: retries, round robin, fatal errors, concurrency."""
+"""The async OpenAI-compatible client: retries, round robin, fatal errors, concurrency, total
+deadlines per attempt, secrets kept out of every message."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import random
 import socket
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from data_tools.llm_client import (
     AsyncChatClient,
+    ChatResult,
     EndpointConfig,
     FatalLLMError,
     RequestRejected,
@@ -172,3 +178,110 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="http"):
         EndpointConfig(base_urls=["localhost:8180/v1"], model="m")
     assert EndpointConfig(base_urls="http://h/v1/", model="m").base_urls == ["http://h/v1"]
+
+
+# ---------------------------------------------------------------- total deadlines
+def test_timeout_is_a_total_deadline_per_attempt_against_a_dripping_server() -> None:
+    """One byte every 0.5 s: every read is quick, so only a total deadline ends the attempt."""
+    plan = FaultPlan(script=["drip", "drip", "drip"], drip_interval_s=0.5)
+    with OpenAIStub(lambda b: "ok", faults=plan) as stub:
+        t = time.monotonic()
+        with pytest.raises(RetriesExhausted, match=r"timeout_s=2s") as ei:
+            _run(_chat(_cfg(stub.base_url, timeout_s=2.0, max_attempts=1)))
+        one = time.monotonic() - t
+        assert ei.value.attempts == 1
+        # chat(timeout_s=...) sets the deadline of each attempt of that call; two attempts
+        t = time.monotonic()
+        with pytest.raises(RetriesExhausted) as ei:
+            _run(_chat(_cfg(stub.base_url, timeout_s=30.0, max_attempts=2), timeout_s=1.0))
+        two = time.monotonic() - t
+        assert ei.value.attempts == 2 and len(stub.requests) == 3
+    assert 1.9 <= one < 4.0, one
+    assert 1.9 <= two < 4.0, two  # 2 x 1 s + a backoff of at most 0.05 s
+
+
+def test_a_drip_fast_enough_still_answers() -> None:
+    plan = FaultPlan(script=["drip"], drip_interval_s=0.0005)
+    with OpenAIStub(lambda b: "slow but whole", faults=plan) as stub:
+        r = _run(_chat(_cfg(stub.base_url, timeout_s=20.0, max_attempts=1)))
+    assert r.text == "slow but whole" and r.attempts == 1
+
+
+# ---------------------------------------------------------------- secrets
+SECRET_CFG = {
+    "api_key": "sk-very-secret-1",
+    "headers": {"X-Tenant": "tenant-secret-2"},
+}
+
+
+def test_userinfo_leaves_the_url_and_goes_as_basic_auth(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+        return httpx.Response(200, json=body)
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="httpx")  # a CLI test may have quietened it
+    cfg = _cfg("http://alice:pa%3Ass@llm.internal:8180/v1")
+
+    async def go() -> ChatResult:
+        async with AsyncChatClient(cfg, transport=httpx.MockTransport(handler)) as c:
+            return await c.chat(MSG)
+
+    r = _run(go())
+    assert r.text == "ok" and r.base_url == "http://llm.internal:8180/v1"
+    req = seen[0]
+    assert str(req.url) == "http://llm.internal:8180/v1/chat/completions"
+    assert req.headers["authorization"] == "Basic " + base64.b64encode(b"alice:pa:ss").decode()
+    assert "llm.internal" in caplog.text  # httpx logged the request ...
+    assert "alice" not in caplog.text and "pa%3Ass" not in caplog.text  # ... without userinfo
+
+
+def test_errors_and_repr_never_carry_secrets() -> None:
+    plan = FaultPlan(script=["400_image", "500", "500"], echo_headers=True)
+    with OpenAIStub(lambda b: "ok", faults=plan) as stub:
+        url = stub.base_url.replace("://", "://bob:hunter22@")
+        cfg = _cfg(url, max_attempts=2, **SECRET_CFG)
+        with pytest.raises(RequestRejected) as rejected:
+            _run(_chat(cfg))
+        with pytest.raises(RetriesExhausted) as exhausted:
+            _run(_chat(cfg))
+    texts = [
+        rejected.value.reason,
+        rejected.value.body,
+        str(exhausted.value),
+        exhausted.value.body,
+        repr(cfg),
+    ]
+    assert "request headers" in rejected.value.reason  # the server did quote them
+    basic = base64.b64encode(b"bob:hunter22").decode()
+    for text in texts:
+        for secret in ("bob", "hunter22", basic, "sk-very-secret-1", "tenant-secret-2"):
+            assert secret not in text, (secret, text)
+    assert "model='m'" in repr(cfg) and "***" in repr(cfg)
+
+
+def test_a_label_run_writes_no_secrets(invoice_set, tmp_path: Path) -> None:
+    """data_tools.label on a server that fails every call and quotes the request headers."""
+    from data_tools.label import label_images
+    from tests.labeling.conftest import fast_config
+
+    inv = invoice_set(2)
+    out = tmp_path / "out"
+    plan = FaultPlan(rate=1.0, kinds=("500",), echo_headers=True)
+    with OpenAIStub(inv.responder, faults=plan) as stub:
+        url = stub.base_url.replace("://", "://carol:letmein77@")
+        cfg = fast_config(
+            url, inv.folder, out, "client.max_attempts=2",
+            "client.api_key=sk-very-secret-1", "client.headers={X-Tenant: tenant-secret-2}",
+        )  # fmt: skip
+        s = _run(label_images(cfg))
+    assert (s.failed, s.exit_code) == (2, 1)
+    failures = (out / "failures.jsonl").read_text()
+    assert "request headers: authorization: Basic ***; x-tenant: ***" in failures
+    written = failures + (out / "summary.json").read_text()
+    basic = base64.b64encode(b"carol:letmein77").decode()
+    for secret in ("carol", "letmein77", basic, "sk-very-secret-1", "tenant-secret-2"):
+        assert secret not in written, secret
