@@ -199,7 +199,7 @@ class Extractor:
         pipeline, whose OCR cache the OCR-ceiling command reads) finds the file's sha256 in
         ``prepared.image.info["source_sha256"]``.
         """
-        prepared = prepare_image(image, self.image_options)
+        prepared = prepare_image(image, self.image_options, fit=self.backend.uses_image)
         if getattr(self.backend, "wants_source_sha256", False) and isinstance(image, str | Path):
             from inference.ocr_cache import image_sha256
 

@@ -371,9 +371,16 @@ def fit_pixels(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Im
     return image.resize((tw, th), Image.BICUBIC, reducing_gap=3.0)
 
 
-def prepare_opened(opened: OpenedImage, options: ImageOptions) -> PreparedImage:
-    """Decode an `open_image` result, optionally downscale by density, fit the grid."""
+def prepare_opened(
+    opened: OpenedImage, options: ImageOptions, *, fit: bool = True
+) -> PreparedImage:
+    """Decode an `open_image` result, optionally downscale by density, fit the grid.
+
+    `fit=False` (a backend that never looks at the pixels) decodes and checks only.
+    """
     image = _decode(opened)
+    if not fit:
+        return PreparedImage(image, opened.original_size, 1.0)
     original = opened.original_size
     scale = 1.0
     if options.char_density is not None:
@@ -391,12 +398,15 @@ def prepare_opened(opened: OpenedImage, options: ImageOptions) -> PreparedImage:
 
 
 def prepare_image(
-    src: str | Path | bytes | Image.Image | np.ndarray | PreparedImage, options: ImageOptions
+    src: str | Path | bytes | Image.Image | np.ndarray | PreparedImage,
+    options: ImageOptions,
+    *,
+    fit: bool = True,
 ) -> PreparedImage:
     """Open, decode, optionally downscale by character density, and fit the model's grid."""
     if isinstance(src, PreparedImage):
         return src
-    return prepare_opened(open_image(src, options), options)
+    return prepare_opened(open_image(src, options, draft=fit), options, fit=fit)
 
 
 def encode_image(image: Image.Image, fmt: str = "PNG", quality: int = 92) -> tuple[bytes, str]:

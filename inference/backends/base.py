@@ -56,6 +56,9 @@ class Backend:
     name = "base"
     #: how many calls may usefully run at once (servers: many; local models: 1)
     max_parallel = 1
+    #: False: the pixels are never looked at (fake), so the image is decoded and checked
+    #: but not resized to the model grid (`Extractor.prepare`)
+    uses_image = True
 
     def __init__(self, options: GenerationOptions | None = None) -> None:
         self.options = options or GenerationOptions()

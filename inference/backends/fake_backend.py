@@ -21,6 +21,7 @@ from inference.backends.base import Backend, Generation, GenerationOptions
 class FakeBackend(Backend):
     name = "fake"
     max_parallel = 64
+    uses_image = False
 
     def __init__(
         self,

@@ -556,8 +556,10 @@ def _build_fastapi(s: Service) -> FastAPI:
             raise ApiError(400, "image: empty", "invalid_image")
         return data
 
+    fit = extractor.backend.uses_image  # the fake backend never looks at the pixels
+
     def open_checked(data: bytes) -> OpenedImage:
-        return open_image(data, extractor.image_options)
+        return open_image(data, extractor.image_options, draft=fit)
 
     async def run_extraction(request: Request, data: bytes, prompt: str) -> Extraction:
         ticket: Ticket = request.scope["state"]["ticket"]
@@ -574,7 +576,9 @@ def _build_fastapi(s: Service) -> FastAPI:
                     {"Retry-After": str(limits.retry_after_s)},
                 ) from None
             try:
-                prepared = await s.cpu_call(prepare_opened, opened, options)
+                prepared = await s.cpu_call(
+                    functools.partial(prepare_opened, fit=fit), opened, options
+                )
             finally:
                 s.pixel_budget.release(opened.cost_pixels)
                 opened.close()

@@ -126,3 +126,12 @@ def test_several_prompts_share_one_preparation(monkeypatch: pytest.MonkeyPatch) 
     out = asyncio.run(ex.aextract_many(image, [{"a": ""}, {"a": 1}]))
     assert len(calls) == 2  # once more for the second image
     assert out[0].fields == {"a": "1"} and isinstance(out[1], QueryError)
+
+
+def test_no_resize_for_a_backend_that_ignores_the_pixels() -> None:
+    image = Image.new("RGB", (1601, 999), "white")
+    fake = Extractor.from_config(BackendConfig(backend="fake"), image_options=SMALL)
+    assert fake.prepare(image).size == (1601, 999)  # decoded and checked, not resized
+    scripted = Extractor(Scripted("{}"), image_options=SMALL, schema=None)
+    w, h = scripted.prepare(image).size
+    assert w % 28 == 0 and h % 28 == 0 and w * h <= 28 * 28 * 64
