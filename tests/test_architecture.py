@@ -90,7 +90,7 @@ DISTRIBUTION = {
     "paddle": "paddlepaddle",
     "prometheus_client": "prometheus-client",
 }
-NOT_ON_PYPI = {"erniekit"}  # from a pinned ERNIE checkout (scripts/setup_train_gpu.sh)
+NOT_ON_PYPI = {"erniekit"}  # from a pinned ERNIE checkout (scripts/setup_train_erniekit.sh)
 
 
 def test_pyproject_lists_every_direct_import() -> None:
