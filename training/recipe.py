@@ -32,7 +32,6 @@ on `--resume`.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from data_tools.config import ConfigError, load_yaml, parse_value, suggest
 from training.trainers import RecipeError, Trainer, get_trainer
 from training.trainers.keylist import type_problem
 
@@ -48,26 +48,6 @@ __all__ = ["Recipe", "RecipeError", "load_recipe", "parse_override", "render_too
 DEVICES = ("gpu", "cpu")
 HEADER_FIELDS = ("launcher", "device", "gpus", "master_port")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# YAML 1.2 core schema floats: PyYAML (YAML 1.1) reads `1e-5` as a string.
-_FLOAT_12 = re.compile(
-    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
-)
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that types floats as YAML 1.2 does (`1e-5`, `5E-6` are floats)."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
-
-
-def load_yaml(text: str) -> Any:
-    """YAML with YAML 1.2 number typing."""
-    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 @dataclass
@@ -141,11 +121,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise RecipeError(f"override {text!r} has an empty key")
-    try:
-        value = load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
+    return key, parse_value(raw.strip())
 
 
 def _substitute(value: Any, variables: dict[str, str], where: str) -> Any:
@@ -178,12 +154,12 @@ def load_recipe(
     """Read, override and resolve a recipe; raises RecipeError naming the file and key."""
     path = Path(path)
     base = Path(cwd) if cwd is not None else Path.cwd()
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe not found")
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe not found") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+        raw = load_yaml(path)  # YAML 1.2 values: the one config loader's grammar
+    except ConfigError as e:
+        raise RecipeError(str(e)) from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with launcher:, variables:, config:")
     unknown = set(raw) - {*HEADER_FIELDS, "variables", "prepare", "config"}
@@ -248,12 +224,6 @@ def load_recipe(
     return recipe
 
 
-def suggest(name: str, valid: Any) -> str:
-    """`; did you mean 'a', 'b'?` for the nearest valid names (empty when none is near)."""
-    near = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-
-
 def check_keys(r: Recipe, from_override: dict[str, str]) -> None:
     """Every config key is an argument of the tool, with a value of its type."""
     found = r.trainer.config_keys()
@@ -266,7 +236,7 @@ def check_keys(r: Recipe, from_override: dict[str, str]) -> None:
         where = f"override {from_override[key]!r}" if key in from_override else f"config.{key}"
         if key not in keys:
             problems.append(
-                f"{where}: {key!r} is not an argument of {r.launcher} ({source}){suggest(key, keys)}"
+                f"{where}: {key!r} is not an argument of {r.launcher} ({source}){suggest(key, list(keys))}"
             )
             continue
         if key == "max_steps":

@@ -23,11 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from data_tools.config import ConfigError
+
 if TYPE_CHECKING:
     from training.recipe import Recipe
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """The recipe itself is invalid (as opposed to data or machine problems)."""
 
 
