@@ -69,6 +69,7 @@ from data_tools.documents import (
     sniff_kind,
 )
 from data_tools.duplicates import DuplicateTracker, content_hash
+from data_tools.parsing import JsonLimitError, ParseLimits, loads_bounded
 from data_tools.review import (
     NEEDS_REVIEW,
     ReviewError,
@@ -79,6 +80,7 @@ from data_tools.review import (
 )
 from data_tools.validation import validate_prediction
 from inference.serving.admission import BudgetTimeout
+from inference.serving.inputs import InputRejected, check_text
 
 log = logging.getLogger("inference.serve.ui")
 
@@ -134,6 +136,10 @@ def ui_router(
     router = APIRouter(include_in_schema=False)
     extractor = service.extractor
     schema = extractor.schema
+    limits = service.config.limits
+    json_limits = ParseLimits(
+        max_chars=limits.max_body_bytes, max_depth=limits.max_json_depth, max_number_chars=32
+    )
     root_setting = review_root or os.environ.get("KIE_REVIEW_ROOT") or None
     root = Path(root_setting).expanduser().resolve() if root_setting else None
     # per batch id: the tracker and the names of the uploads it has seen
@@ -194,6 +200,27 @@ def ui_router(
             "review": root is not None,
             "max_pages": doc_options.max_pages,
         }
+
+    def text_field(value: Any, what: str, max_chars: int) -> str:
+        """A form field as text, within the service's text limits (length, valid Unicode)."""
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise _api_error(400, f"'{what}' must be text, not a file", "invalid_request")
+        try:
+            return check_text(value, what, max_chars).strip()
+        except InputRejected as e:
+            raise _api_error(e.status, str(e), e.code) from None
+
+    async def json_body(request: Request) -> Any:
+        """The JSON body, parsed within the service's limits (size, depth, number length)."""
+        body = await request.body()
+        try:
+            return await service.cpu_call(loads_bounded, body, json_limits)
+        except JsonLimitError as e:
+            raise _api_error(400, f"body: {e}", "invalid_json") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _api_error(400, f"body is not valid JSON ({e})", "invalid_json") from None
 
     # ------------------------------------------------------------ extract
 
@@ -265,7 +292,7 @@ def ui_router(
         data = await upload.read()
         if not data:
             raise _api_error(400, f"{name}: empty file", "invalid_image")
-        fields_text = str(form.get("fields") or "").strip()
+        fields_text = text_field(form.get("fields"), "fields", limits.max_prompt_chars)
         query = [k.strip() for k in fields_text.replace("，", ",").split(",") if k.strip()] or None
         prompt = await service.cpu_call(resolve_prompt, query)
         try:
@@ -273,7 +300,7 @@ def ui_router(
                 max_pixels=doc_options.max_pixels,
                 max_image_pixels=doc_options.max_image_pixels,
                 max_pages=doc_options.max_pages,
-                pages=str(form.get("pages") or "").strip() or None,
+                pages=text_field(form.get("pages"), "pages", 200) or None,
             )
         except ValueError as e:
             raise _api_error(400, str(e), "invalid_pages") from None
@@ -285,7 +312,7 @@ def ui_router(
         except DocumentError as e:
             raise _api_error(400, str(e), "invalid_document") from None
         digest = content_hash(data)
-        t = tracker(str(form.get("batch") or "") or None)
+        t = tracker(text_field(form.get("batch"), "batch", 128) or None)
         out_pages = []
         for number in numbers:
             if kind == "image":
@@ -354,10 +381,7 @@ def ui_router(
 
     @router.post("/ui/api/excel")
     async def ui_excel(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _api_error(400, "body is not valid JSON", "invalid_json") from None
+        body = await json_body(request)
         rows = body.get("rows") if isinstance(body, dict) else None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise _api_error(400, "'rows' must be a list of prediction rows", "invalid_request")
@@ -440,14 +464,15 @@ def ui_router(
 
     @router.post("/ui/api/review/save")
     async def review_save(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _api_error(400, "body is not valid JSON", "invalid_json") from None
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise _api_error(400, "body must be a JSON object", "invalid_json")
         path = source_path(body.get("source"))
-        items = await asyncio.to_thread(items_of, path, float(body.get("threshold") or 0.9))
+        try:
+            threshold = float(body.get("threshold") or 0.9)
+        except (TypeError, ValueError):
+            raise _api_error(400, "'threshold' must be a number", "invalid_request") from None
+        items = await asyncio.to_thread(items_of, path, threshold)
         item = next((it for it in items if it.id == body.get("id")), None)
         if item is None:
             raise _api_error(404, f"{body.get('source')}: no item {body.get('id')!r}", "not_found")

@@ -192,3 +192,30 @@ def test_v1_extract_answers_with_validation(ui_service: dict) -> None:
         r = c.post("/v1/extract", files={"image": ("b1.jpg", jpg.read_bytes())},
                    data={"fields": "购买方"})  # fmt: skip
         assert r.json()["validation"]["passed"] is True  # nothing wrong in what was asked
+
+
+def test_hostile_input_is_a_4xx(ui_service: dict) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    with _client(ui_service) as c:
+        for path in ("/ui/api/excel", "/ui/api/review/save"):
+            r = c.post(path, content=deep, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text
+            r = c.post(path, content=b"\xff{", headers={"Content-Type": "application/json"})
+            assert r.status_code == 400
+        r = c.post(
+            "/ui/api/review/save",
+            json={"source": "labels_run/needs_review.jsonl", "id": "b1", "threshold": "abc"},
+        )
+        assert r.status_code == 400 and "threshold" in r.json()["error"]["message"]
+        jpg = ui_service["run"] / "images" / "b1.jpg"
+        r = c.post(
+            "/ui/api/extract",
+            files={"file": ("b1.jpg", jpg.read_bytes())},
+            data={"fields": "发票号码," * 2000},
+        )
+        assert r.status_code == 413 and "fields" in r.json()["error"]["message"]
+        r = c.post("/ui/api/extract", files={"file": ("b1.jpg", b"")})
+        assert r.status_code == 400
+        r = c.post("/ui/api/extract", data={"fields": "x"})
+        assert r.status_code == 400 and "missing 'file'" in r.json()["error"]["message"]
+        assert c.get("/health").status_code == 200  # the service is fine afterwards
