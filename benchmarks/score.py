@@ -1,14 +1,23 @@
 """Scorer speed: 10,000 invoice-sized documents, every metric but the bootstrap.
 
-Also: Donut nTED accuracy, ours vs a faithful pure-Python copy of Donut's code
-(``tests/eval/donut_reference.py``: zss + nltk-style edit distance), on the same
-documents; the numbers must be identical and ours at least 10x faster.
-
-    python benchmarks/score.py [--docs 10000] [--nted-docs 200] [--workers N]
+    python benchmarks/score.py [--docs 10000] [--workers N] [--repeats 3]
+        [--compare REV]      # A/B against the scorer (eval/) of a git revision, interleaved
+        [--scaling]          # alignment and ANLS* per document at 1x / 4x / 16x line items
+        [--nted-docs 200]    # Donut nTED: ours vs a faithful copy of Donut's code
 
 Documents are the three real invoices of ``../shared/fixtures`` (or a built-in invoice
 when absent) with 1-6 line items, and predictions perturbed at random: typos, dropped
 and invented keys, currency signs, reordered items, fenced or broken JSON.
+
+``--compare REV`` copies ``eval/`` of that revision (``git archive``) to a temporary
+folder and times it and the working tree's scorer in alternation, each in a fresh process
+on the same files (the rest of the tree, ``data_tools`` included, is shared), then prints
+the median of each and their ratio. The load average is printed with every timing: this
+runs on shared machines.
+
+Donut nTED: ours vs a faithful pure-Python copy of Donut's code
+(``tests/eval/donut_reference.py``: zss + nltk-style edit distance), on the same
+documents; the numbers must be identical.
 """
 
 from __future__ import annotations
@@ -16,19 +25,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import random
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from eval.donut import donut_nted_accuracy  # noqa: E402
-from eval.score import ScoreSettings, score_files  # noqa: E402
-from tests.eval.donut_reference import JSONParseEvaluator  # noqa: E402
-
 FIXTURE = REPO.parent / "shared" / "fixtures" / "vat_invoices" / "ground_truth.jsonl"
 FALLBACK = {
     "发票代码": "4400154130", "发票号码": "12271524", "开票日期": "2016年06月12日",
@@ -38,6 +45,7 @@ FALLBACK = {
     "价税合计（大写）": "叁仟肆佰玖拾伍圆整", "价税合计（小写）": "¥3495.00",
     "销售方": {"名称": "广州晶东贸易有限公司", "纳税人识别号": "91440101664041243T"},
 }  # fmt: skip
+ITEMS = "货物或应税劳务、服务"
 
 
 def base_docs() -> list[dict]:
@@ -53,13 +61,13 @@ def typo(rng: random.Random, s: str) -> str:
     return s[:i] + rng.choice("0123456789壹贰叁abc") + s[i + 1 :]
 
 
-def make_gold(rng: random.Random, bases: list[dict]) -> dict:
+def make_gold(rng: random.Random, bases: list[dict], item_factor: int = 1) -> dict:
     doc = copy.deepcopy(rng.choice(bases))
-    items = doc.get("货物或应税劳务、服务", [])
+    items = doc.get(ITEMS, [])
     if items:
-        n = rng.randint(1, 6)
-        doc["货物或应税劳务、服务"] = [copy.deepcopy(rng.choice(items)) for _ in range(n)]
-        for it in doc["货物或应税劳务、服务"]:
+        n = rng.randint(1, 6) * item_factor
+        doc[ITEMS] = [copy.deepcopy(rng.choice(items)) for _ in range(n)]
+        for it in doc[ITEMS]:
             it["金额"] = f"{rng.uniform(1, 9999):.2f}"
     doc["发票号码"] = f"{rng.randrange(10**8):08d}"
     return doc
@@ -120,32 +128,63 @@ def make_files(n_docs: int, tmp: Path, seed: int = 0) -> tuple[Path, Path, list,
     return gold_path, pred_path, golds, preds
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--docs", type=int, default=10_000)
-    ap.add_argument("--nted-docs", type=int, default=200)
-    ap.add_argument("--workers", type=int, default=None)
-    args = ap.parse_args()
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f}/{five:.1f} on {os.cpu_count()} CPUs"
 
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        gold_path, pred_path, golds, preds = make_files(args.docs, tmp)
-        settings = ScoreSettings(bootstrap=0, workers=args.workers)
-        donut_nted_accuracy(preds[0], golds[0])  # warm-up: numba compiles (or loads its cache)
-        t0 = time.perf_counter()
-        metrics, _ = score_files([pred_path], gold_path=gold_path, settings=settings)
-        elapsed = time.perf_counter() - t0
-        o = metrics["systems"]["pred"]["overall"]
-        print(
-            f"scorer: {args.docs} documents, all metrics but the bootstrap: {elapsed:.1f} s "
-            f"({1000 * elapsed / args.docs:.2f} ms/doc; target < 30 s)"
-        )
-        print(
-            f"  f1 {o['f1']:.4f}  kie_accuracy {o['kie_accuracy']:.4f}  "
-            f"donut_nted_accuracy {o['donut_nted_accuracy']:.4f}  anls_star {o['anls_star']:.4f}"
-        )
 
-    n = min(args.nted_docs, len(golds))
+# ---------------------------------------------------------------- measurements
+def time_scorer(gold_path: Path, pred_path: Path, workers: int | None) -> tuple[float, dict]:
+    from eval.score import ScoreSettings, score_files
+
+    settings = ScoreSettings(bootstrap=0, workers=workers)
+    t0 = time.perf_counter()
+    metrics, _ = score_files([pred_path], gold_path=gold_path, settings=settings)
+    return time.perf_counter() - t0, next(iter(metrics["systems"].values()))["overall"]
+
+
+def scaling(n_docs: int = 120, seed: int = 1) -> None:
+    """CPU ms per document of alignment and ANLS* as line items grow 1x / 4x / 16x."""
+    from data_tools.normalize import normalize_value
+    from data_tools.schema import load_schema
+    from eval.align import Normalizer, align
+    from eval.anls import anls_star
+    from eval.scoring import ScoringContext
+
+    ctx = ScoringContext.from_schema(load_schema("vat_invoice"))
+    rng = random.Random(seed)
+    bases = base_docs()
+    base: dict[str, float] = {}
+    for factor in (1, 4, 16):
+        docs = []
+        for _ in range(max(10, n_docs // factor)):
+            gold = make_gold(rng, bases, factor)
+            docs.append((gold, perturb(rng, gold)))
+        items = statistics.mean(len(g.get(ITEMS, [])) for g, _ in docs)
+        align([docs[0][0]], [docs[0][1]], Normalizer(normalize_value, ctx.type_of))  # warm-up
+        anls_star(*docs[0])
+        row = []
+        for name, fn in (
+            ("alignment", lambda g, p: align(g, p, Normalizer(normalize_value, ctx.type_of))),
+            ("ANLS*", anls_star),
+        ):
+            t0 = time.process_time()
+            for g, p in docs:
+                fn(g, p)
+            ms = 1000 * (time.process_time() - t0) / len(docs)
+            base.setdefault(name, ms)
+            row.append(f"{name} {ms:.2f} ms/doc ({ms / base[name]:.1f}x)")
+        print(f"scaling {factor:>2}x line items (mean {items:.0f}): " + ", ".join(row), flush=True)
+
+
+def donut_check(golds: list, preds: list, n: int) -> bool:
+    from eval.donut import donut_nted_accuracy
+    from tests.eval.donut_reference import JSONParseEvaluator
+
+    n = min(n, len(golds))
+    if n <= 0:
+        return True
+    donut_nted_accuracy(preds[0], golds[0])  # numba compiles (or loads its cache)
     ref = JSONParseEvaluator()
     t0 = time.perf_counter()
     ref_scores = [ref.cal_acc(p, g) for p, g in zip(preds[:n], golds[:n], strict=True)]
@@ -153,18 +192,97 @@ def main() -> int:
     t0 = time.perf_counter()
     ours = [donut_nted_accuracy(p, g) for p, g in zip(preds[:n], golds[:n], strict=True)]
     t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ours_py = [
-        donut_nted_accuracy(p, g, compiled=False) for p, g in zip(preds[:n], golds[:n], strict=True)
-    ]
-    t_py = time.perf_counter() - t0
-    same = ref_scores == ours == ours_py
+    same = ref_scores == ours
     print(
         f"Donut nTED, {n} documents: reference (zss + pure-Python edit distance) {t_ref:.2f} s, "
-        f"ours {t_ours:.3f} s -> {t_ref / t_ours:.0f}x faster (Python-only DP: {t_py:.2f} s, "
-        f"{t_ref / t_py:.0f}x); identical numbers: {same}"
+        f"ours {t_ours:.3f} s -> {t_ref / max(t_ours, 1e-9):.0f}x faster; identical: {same}"
     )
-    return 0 if same else 1
+    return same
+
+
+# ---------------------------------------------------------------- A/B
+def archive(rev: str, into: Path) -> Path:
+    """``eval/`` of ``rev`` into ``into/eval`` (git archive); the rest of the tree is shared."""
+    tar = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "eval"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+    return into
+
+
+def child(code: Path, args: argparse.Namespace, gold: Path, pred: Path) -> tuple[float, str]:
+    cmd = [sys.executable, __file__, "--code", str(code), "--files", str(gold), str(pred)]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"elapsed_s=([\d.]+) (.*)", out)
+    if not m:
+        raise RuntimeError(f"no timing in the output of {cmd}:\n{out}")
+    return float(m.group(1)), m.group(2)
+
+
+def compare(args: argparse.Namespace, gold: Path, pred: Path) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        old = archive(args.compare, Path(d))
+        times: dict[str, list[float]] = {"new": [], "old": []}
+        results: dict[str, str] = {}
+        for r in range(args.repeats):
+            for label, code in (
+                (("new", REPO), ("old", old)) if r % 2 == 0 else (("old", old), ("new", REPO))
+            ):
+                elapsed, result = child(code, args, gold, pred)
+                times[label].append(elapsed)
+                results[label] = result
+                print(f"  run {r + 1} {label}: {elapsed:.2f} s ({load()})", flush=True)
+        new, old_t = statistics.median(times["new"]), statistics.median(times["old"])
+        print(
+            f"A/B {args.docs} documents, median of {args.repeats}: working tree {new:.2f} s, "
+            f"{args.compare} {old_t:.2f} s -> ratio new/old {new / old_t:.2f}"
+        )
+        print(f"  same overall metrics: {results['new'] == results['old']}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--docs", type=int, default=10_000)
+    ap.add_argument("--nted-docs", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--compare", metavar="REV", help="A/B against eval/ of this git revision")
+    ap.add_argument("--scaling", action="store_true", help="1x/4x/16x line items")
+    ap.add_argument("--code", type=Path, help=argparse.SUPPRESS)  # child: which eval/ to import
+    ap.add_argument("--files", nargs=2, type=Path, help=argparse.SUPPRESS)  # child: gold, pred
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(REPO))
+    if args.code:  # a child of --compare: time one scorer, print one line
+        sys.path.insert(0, str(args.code))
+        elapsed, o = time_scorer(*args.files, args.workers)
+        keys = ("f1", "kie_accuracy", "donut_nted_accuracy", "anls_star", "exact_match")
+        print(f"elapsed_s={elapsed:.3f} " + json.dumps({k: o[k] for k in keys}))
+        return 0
+
+    with tempfile.TemporaryDirectory() as d:
+        gold_path, pred_path, golds, preds = make_files(args.docs, Path(d))
+        if args.compare:
+            compare(args, gold_path, pred_path)
+        else:
+            for _ in range(args.repeats):
+                elapsed, o = time_scorer(gold_path, pred_path, args.workers)
+                print(
+                    f"scorer: {args.docs} documents, all metrics but the bootstrap: "
+                    f"{elapsed:.2f} s ({1000 * elapsed / args.docs:.2f} ms/doc; target < 10 s; "
+                    f"{load()})",
+                    flush=True,
+                )
+            print(
+                f"  f1 {o['f1']:.4f}  kie_accuracy {o['kie_accuracy']:.4f}  "
+                f"donut_nted_accuracy {o['donut_nted_accuracy']:.4f}  "
+                f"anls_star {o['anls_star']:.4f}"
+            )
+    if args.scaling:
+        scaling()
+    return 0 if donut_check(golds, preds, args.nted_docs) else 1
 
 
 if __name__ == "__main__":

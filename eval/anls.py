@@ -201,12 +201,43 @@ class _Scorer:
         if PLAIN_FLOAT_SUM and len(g) * len(p) >= _VECTOR_MIN_PAIRS:
             self._vector_blocks(g, p, avg, done)
         todo = np.argwhere(~done).tolist() if done.any() else _all_pairs(len(g), len(p))
+        flat_g = [PLAIN_FLOAT_SUM and _signature(x) is not None for x in g]
+        flat_p = [PLAIN_FLOAT_SUM and _signature(x) is not None for x in p]
         for i, j in todo:
-            pj = p[j]
-            r = pairs[(i, j)] = self.nls(g[i], pj)
-            a = _mean(r[0], r[2])
-            avg[i, j] = math.nextafter(a, math.inf) if pj == r[1] else a
+            gi, pj = g[i], p[j]
+            if flat_g[i] and flat_p[j]:
+                a = self._flat_mean(gi, pj)
+                exact = _flat_exact(gi, pj)
+            else:
+                r = pairs[(i, j)] = self.nls(gi, pj)
+                a = _mean(r[0], r[2])
+                exact = pj == r[1]
+            avg[i, j] = math.nextafter(a, math.inf) if exact else a
         return avg
+
+    def _flat_mean(self, g: dict[Any, Any], p: dict[Any, Any]) -> float:
+        """``sum(nls_list) / pairwise_len`` of two flat dicts (leaf or null values), inline.
+
+        The same terms in the same order as ``_dict``; the running total is ``sum()``'s
+        (int 0, then float additions left to right: ``PLAIN_FLOAT_SUM``).
+        """
+        total: float = 0
+        length = 0
+        for k, gv in g.items():
+            pv = p.get(k)
+            length += 1
+            if gv is None:
+                total += 1.0 if pv in _NONEY else 0.0
+            elif pv is None:
+                total += 0.0
+            else:
+                total += _leaf_score(self.text(gv), self.text(pv))
+        for k, pv in p.items():
+            if k not in g:
+                length += 1
+                if pv not in _NONEY:
+                    total += 0.0
+        return (total / length) if length > 0 else 1.0
 
     def _vector_blocks(self, g: list[Any], p: list[Any], avg: Any, done: Any) -> None:
         """Fill the leaf x leaf and flat-dict x flat-dict parts of ``avg`` with numpy."""
@@ -267,7 +298,8 @@ class _Scorer:
         import numpy as np
 
         block = self._scores([g[i] for i in rows], [p[j] for j in cols])  # mean of one = itself
-        for i_, j_ in _equal_pairs([(g[i],) for i in rows], [(p[j],) for j in cols]):
+        pairs = _equal_pairs([(g[i],) for i in rows], [(p[j],) for j in cols], in_dict=False)
+        for i_, j_ in pairs:
             block[i_, j_] = math.nextafter(block[i_, j_], math.inf)
         ix = np.ix_(rows, cols)
         avg[ix] = block
@@ -313,7 +345,7 @@ class _Scorer:
         if keys is not None:  # prediction == closest gold is possible: compare the values
             ga = [tuple(g[i][k] for k in keys) for i in rows]
             pa = [tuple(p[j][k] for k in keys) for j in cols]
-            for i_, j_ in _equal_pairs(ga, pa):
+            for i_, j_ in _equal_pairs(ga, pa, in_dict=True):
                 block[i_, j_] = math.nextafter(block[i_, j_], math.inf)
         avg[ix] = block
         done[ix] = True
@@ -346,6 +378,25 @@ def _exact_keys(gsig: tuple[tuple[Any, str], ...], pkinds: dict[Any, str]) -> li
     return keys
 
 
+def _flat_exact(g: dict[Any, Any], p: dict[Any, Any]) -> bool:
+    """``p == closest gold`` for two flat dicts, without building the closest gold (see
+    ``_exact_keys``)."""
+    for k in p:
+        if k not in g:
+            return False
+    for k, gv in g.items():
+        if k in p:
+            pv = p[k]
+            if gv is None:
+                if pv not in _NONEY:
+                    return False
+            elif pv is None or (pv is not gv and pv != gv):  # dict == : identity first
+                return False
+        elif gv is not None and gv != "":
+            return False
+    return True
+
+
 def _all_pairs(n: int, m: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(m)]
 
@@ -374,24 +425,31 @@ def _group(items: list[Any], signature: Any) -> dict[Any, list[int]]:
     return out
 
 
-def _equal_key(values: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """A hashable key under which tuples of leaves are equal iff ``==`` says so."""
-    for v in values:
-        if isinstance(v, float) and v != v:
-            return None  # NaN equals nothing
-    return values
+def _equal_key(values: tuple[Any, ...], in_dict: bool) -> tuple[Any, ...] | None:
+    """A hashable key under which tuples of leaves are equal iff ``==`` says so.
+
+    NaN: a bare ``==`` never holds (``in_dict=False``: no key); inside a dict or tuple
+    ``==`` compares identity first, so there the same NaN object is equal to itself.
+    """
+    if not any(isinstance(v, float) and v != v for v in values):
+        return values
+    if not in_dict:
+        return None
+    return tuple(("nan", id(v)) if isinstance(v, float) and v != v else v for v in values)
 
 
-def _equal_pairs(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+def _equal_pairs(
+    a: list[tuple[Any, ...]], b: list[tuple[Any, ...]], *, in_dict: bool
+) -> list[tuple[int, int]]:
     """Index pairs (i, j) with ``a[i] == b[j]``, in hash time (1 == 1.0 == True, as ``==``)."""
     by_key: dict[Any, list[int]] = {}
     for i, t in enumerate(a):
-        key = _equal_key(t)
+        key = _equal_key(t, in_dict)
         if key is not None:
             by_key.setdefault(key, []).append(i)
     out = []
     for j, t in enumerate(b):
-        key = _equal_key(t)
+        key = _equal_key(t, in_dict)
         if key is not None:
             out.extend((i, j) for i in by_key.get(key, ()))
     return out

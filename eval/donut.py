@@ -36,6 +36,7 @@ once per tree pair, and the Zhang–Shasha DP is compiled by numba when availabl
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
-from eval.ted import tree_edit_distance
+from eval.ted import HAVE_NUMBA, tree_edit_distance
 
 LEAF = "<leaf>"
 
@@ -149,11 +150,14 @@ class DonutTree:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
+    @functools.cached_property
+    def text_lengths(self) -> np.ndarray:
+        return np.array([len(t) for t in self.texts], dtype=np.int64)
+
+    @functools.cached_property
     def node_cost(self) -> np.ndarray:
         """Insert/remove cost per node: text length for leaves, 1 otherwise."""
-        lengths = np.fromiter((len(t) for t in self.texts), dtype=np.int64, count=len(self.texts))
-        return np.where(self.is_leaf, lengths, 1)
+        return np.where(self.is_leaf, self.text_lengths, 1)
 
 
 def build_tree(normalized: Any) -> DonutTree:
@@ -164,6 +168,7 @@ def build_tree(normalized: Any) -> DonutTree:
     """
     labels: list[str] = []
     lmd: list[int] = []
+    append_label, append_lmd = labels.append, lmd.append
 
     def visit(data: Any, label: str) -> int:
         """Append the subtree's nodes in post-order; return its leftmost leaf index."""
@@ -180,42 +185,40 @@ def build_tree(normalized: Any) -> DonutTree:
                     if first < 0:
                         first = left
             else:
-                for item in data:
-                    idx = len(labels)
-                    labels.append(f"{LEAF}{item}")
-                    lmd.append(idx)
-                    if first < 0:
-                        first = idx
+                start = len(labels)
+                for idx, item in enumerate(data, start):
+                    append_label(f"{LEAF}{item}")
+                    append_lmd(idx)
+                if data:
+                    first = start
         else:
             raise ValueError(f"Donut tree: unexpected {type(data).__name__} under {label!r}")
         idx = len(labels)
-        labels.append(label)
-        if first < 0:
-            first = idx
-        lmd.append(first)
-        return first
+        append_label(label)
+        append_lmd(idx if first < 0 else first)
+        return idx if first < 0 else first
 
     visit(normalized, "<root>")
     last_with_lmd: dict[int, int] = {}
     for i, left in enumerate(lmd):
         last_with_lmd[left] = i
-    is_leaf = np.fromiter((LEAF in lb for lb in labels), dtype=bool, count=len(labels))
-    texts = [lb.replace(LEAF, "") if leaf else "" for lb, leaf in zip(labels, is_leaf, strict=True)]
+    leaf_flags = [LEAF in lb for lb in labels]
+    texts = [
+        lb.replace(LEAF, "") if leaf else "" for lb, leaf in zip(labels, leaf_flags, strict=True)
+    ]
+    is_leaf = np.array(leaf_flags, dtype=bool)
     return DonutTree(labels, is_leaf, texts, lmd, sorted(last_with_lmd.values()))
 
 
 def update_costs(a: DonutTree, b: DonutTree) -> np.ndarray:
     """Donut's ``update_cost`` for every node pair, as an (len(a), len(b)) int64 array."""
-    n1, n2 = len(a), len(b)
-    cost = np.empty((n1, n2), dtype=np.int64)
-    len_a = np.fromiter((len(t) for t in a.texts), dtype=np.int64, count=n1)
-    len_b = np.fromiter((len(t) for t in b.texts), dtype=np.int64, count=n2)
+    len_a, len_b = a.text_lengths, b.text_lengths
     la, lb = a.is_leaf, b.is_leaf
     # non-leaf vs non-leaf: label inequality
     vocab: dict[str, int] = {}
-    ids_a = np.fromiter((vocab.setdefault(x, len(vocab)) for x in a.labels), np.int64, n1)
-    ids_b = np.fromiter((vocab.setdefault(x, len(vocab)) for x in b.labels), np.int64, n2)
-    cost[:] = ids_a[:, None] != ids_b[None, :]
+    ids_a = np.array([vocab.setdefault(x, len(vocab)) for x in a.labels], dtype=np.int64)
+    ids_b = np.array([vocab.setdefault(x, len(vocab)) for x in b.labels], dtype=np.int64)
+    cost = (ids_a[:, None] != ids_b[None, :]).astype(np.int64)
     # one side a leaf: 1 + that leaf's length
     cost[np.ix_(~la, lb)] = 1 + len_b[lb][None, :]
     cost[np.ix_(la, ~lb)] = 1 + len_a[la][:, None]
@@ -227,8 +230,35 @@ def update_costs(a: DonutTree, b: DonutTree) -> np.ndarray:
     return cost
 
 
+def update_costs_compiled(a: DonutTree, b: DonutTree) -> np.ndarray:
+    """``update_costs`` with the cell loop compiled by numba (same integers; tested)."""
+    from eval.ted import compiled_costs
+
+    n1, n2 = len(a), len(b)
+    vocab: dict[str, int] = {}
+    ids_a = np.array([vocab.setdefault(x, len(vocab)) for x in a.labels], dtype=np.int64)
+    ids_b = np.array([vocab.setdefault(x, len(vocab)) for x in b.labels], dtype=np.int64)
+    ia, ib = np.flatnonzero(a.is_leaf), np.flatnonzero(b.is_leaf)
+    pos_a = np.zeros(n1, dtype=np.int64)
+    pos_b = np.zeros(n2, dtype=np.int64)
+    pos_a[ia] = np.arange(len(ia))
+    pos_b[ib] = np.arange(len(ib))
+    if len(ia) and len(ib):
+        ta = [a.texts[i] for i in ia]
+        tb = [b.texts[j] for j in ib]
+        dist = cdist(ta, tb, scorer=Levenshtein.distance, dtype=np.int64)
+    else:
+        dist = np.zeros((1, 1), dtype=np.int64)
+    out = np.empty((n1, n2), dtype=np.int64)
+    return compiled_costs()(
+        ids_a, ids_b, a.is_leaf, b.is_leaf, a.text_lengths, b.text_lengths, dist, pos_a, pos_b, out
+    )
+
+
 def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | None = None) -> int:
     """Zhang–Shasha distance from ``pred_tree`` to ``gold_tree`` with Donut's costs."""
+    use_numba = HAVE_NUMBA if compiled is None else (compiled and HAVE_NUMBA)
+    costs = update_costs_compiled if use_numba else update_costs
     return tree_edit_distance(
         pred_tree.lmd,
         pred_tree.keyroots,
@@ -236,7 +266,7 @@ def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | No
         gold_tree.keyroots,
         pred_tree.node_cost,
         gold_tree.node_cost,
-        update_costs(pred_tree, gold_tree),
+        costs(pred_tree, gold_tree),
         compiled=compiled,
     )
 

@@ -78,7 +78,38 @@ def _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost_del, cost_ins, cost_upd
     return td[(n1 - 1) * n2 + (n2 - 1)]
 
 
+def _fill_update_costs(ids_a, ids_b, leaf_a, leaf_b, len_a, len_b, leaf_dist, pos_a, pos_b, out):
+    """Donut's relabel cost of every node pair into ``out`` (n1, n2): non-leaf vs non-leaf 0
+    if labels are equal else 1; leaf vs non-leaf 1 + the leaf's length; leaf vs leaf their
+    edit distance (``leaf_dist[pos_a[i], pos_b[j]]``, computed by rapidfuzz beforehand)."""
+    for i in range(len(ids_a)):
+        for j in range(len(ids_b)):
+            if leaf_a[i]:
+                if leaf_b[j]:
+                    out[i, j] = leaf_dist[pos_a[i], pos_b[j]]
+                else:
+                    out[i, j] = 1 + len_a[i]
+            elif leaf_b[j]:
+                out[i, j] = 1 + len_b[j]
+            else:
+                out[i, j] = 0 if ids_a[i] == ids_b[j] else 1
+    return out
+
+
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+_costs_fn: Any = None
+
+
+def compiled_costs() -> Any:
+    """``_fill_update_costs`` compiled by numba (on first use, like ``compiled_dp``)."""
+    global _costs_fn
+    if _costs_fn is None:
+        import numba
+
+        _costs_fn = numba.njit(cache=True, nogil=True)(_fill_update_costs)
+    return _costs_fn
+
+
 _compiled_fn: Any = None
 
 

@@ -119,3 +119,12 @@ def test_f1_counts_equal_donut_reference(pred: dict, gold: dict) -> None:
 def test_numba_is_used_when_installed() -> None:
     pytest.importorskip("numba")
     assert HAVE_NUMBA
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=JSON_VALUES, b=JSON_VALUES)
+def test_compiled_update_costs_equal_the_numpy_ones(a: object, b: object) -> None:
+    from eval.donut import build_tree, normalize_dict, update_costs, update_costs_compiled
+
+    ta, tb = build_tree(normalize_dict(a)), build_tree(normalize_dict(b))
+    assert (update_costs_compiled(ta, tb) == update_costs(ta, tb)).all()
