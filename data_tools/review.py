@@ -322,7 +322,7 @@ def reviewed_record(
     reviewed: dict[str, Any] = {
         "action": action,
         "by": reviewer,
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": item.source,
         "reasons": item.reasons,
         "changed": action == "edit" and fields != item.fields,
