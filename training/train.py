@@ -1,10 +1,12 @@
-"""`make train CONFIG=...`: preflight, then ERNIEKit or PaddleFormers SFT of PaddleOCR-VL.
+"""`make train CONFIG=...`: preflight, then SFT of PaddleOCR-VL with the recipe's trainer
+(ERNIEKit, PaddleFormers or transformers: training/trainers/).
 
     python -m training.train --config configs/train/cpu_tiny.yaml [--dry-run] [--resume] \\
         [key=value ...]
 
 --dry-run prints the resolved recipe, the preflight findings, the generated tool
-config and the exact command, and exits 0 unless the recipe itself is invalid (2).
+config and the exact command, and exits 0 unless the recipe itself is invalid (2: an
+unknown key names the nearest valid one, a value of the wrong type says so).
 A real run refuses to start on any preflight error (exit 1), streams the tool's log
 (also to run_dir/train.log), stops cleanly on Ctrl-C (exit 130) and, with --resume,
 continues from the newest checkpoint-N. See docs/training.md.
@@ -70,7 +72,7 @@ def _section(title: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
-        description="Preflight and launch ERNIEKit / PaddleFormers SFT of PaddleOCR-VL from a recipe.",
+        description="Preflight and launch SFT of PaddleOCR-VL (ERNIEKit, PaddleFormers or transformers) from a recipe.",
     )
     parser.add_argument("--config", required=True, type=Path, help="recipe in configs/train/")
     parser.add_argument(
