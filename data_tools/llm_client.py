@@ -314,6 +314,7 @@ class AsyncChatClient:
             self._urls.append(bare)
             self._auth.append(auth)
             secrets += found
+        headers = self._headers()
         # httpcore's pool does O(requests x connections) work on every event, which costs
         # ~3 ms per request at 32 connections; several small pools keep that flat.
         limit = config.max_concurrency or 256
@@ -329,15 +330,14 @@ class AsyncChatClient:
                 verify=verify,
                 timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
                 limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-                headers=self._headers(),
+                headers=headers,
             )
             for _ in range(n_pools)
         ]
         self._busy = [0] * n_pools
         self._sem = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
-        key = config.resolve_api_key()
-        secrets += [key or "", *self._headers().values(), *config.headers.values()]
-        secrets += [v.split(" ", 1)[-1] for v in self._headers().values()]  # "Bearer <key>"
+        secrets += [config.resolve_api_key() or "", *headers.values()]
+        secrets += [v.split(" ", 1)[-1] for v in headers.values()]  # the <key> of "Bearer <key>"
         self._secrets = sorted(
             {s for s in secrets if len(s) >= MIN_SECRET_LEN and s != "application/json"},
             key=len,
@@ -369,7 +369,7 @@ class AsyncChatClient:
         for pool in self._pools:
             await pool.aclose()
 
-    def _next_base_url(self) -> int:
+    def _next_url_index(self) -> int:
         return next(self._rr)
 
     def _backoff(self, attempt: int) -> float:
@@ -444,7 +444,7 @@ class AsyncChatClient:
         errors: list[str] = []
         base = ""
         for attempt in range(1, cfg.max_attempts + 1):
-            i = self._next_base_url()
+            i = self._next_url_index()
             base = self._urls[i]
             delay: float | None = None
             t_attempt = time.monotonic()
