@@ -109,6 +109,27 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _replace_if_unchanged(path: Path, expected: bytes, data: bytes) -> None:
+    """`_write_atomic` unless `path` changed since it was read as `expected`."""
+    if path.read_bytes() != expected:
+        raise PatchError(
+            f"{path} changed while it was being patched (another install or editor?); "
+            "nothing was written for it: run the command again"
+        )
+    _write_atomic(path, data)
+
+
+def _check_writable(paths: list[Path]) -> None:
+    """PatchError (nothing changed) unless every folder in `paths` can take a new file."""
+    for folder in sorted({p.parent for p in paths}):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PatchError(
+                f"cannot write to {folder} (read-only site-packages?); nothing was changed. "
+                "Run as the user who installed paddlex, or patch a writable copy "
+                "(--paddlex PATH, then put its parent first on PYTHONPATH)"
+            )
+
+
 # --------------------------------------------------------------------------- text edits
 
 
@@ -600,6 +621,7 @@ class Patcher:
                 done.append(f"{st.rel}: nothing to patch ({'; '.join(plan.notes)})")
                 continue
             plans.append((st, plan))
+        _check_writable([st.path for st, _ in plans])
         written: list[FileState] = []
         try:
             for st, plan in plans:
@@ -613,14 +635,19 @@ class Patcher:
                     "sha256_patched": sha256(plan.patched),
                 }
                 _write_atomic(st.record, (json.dumps(record, indent=2) + "\n").encode())
-                _write_atomic(st.path, plan.patched)
+                _replace_if_unchanged(st.path, st.current, plan.patched)
                 written.append(st)
                 done.append(f"{st.rel}: applied ({'; '.join(plan.notes)})")
-        except BaseException:
-            for st in written:  # all or nothing
-                _write_atomic(st.path, st.current)
+        except BaseException as exc:
+            for st, _ in plans:  # all or nothing
+                if st in written:
+                    _write_atomic(st.path, st.current)
                 st.backup.unlink(missing_ok=True)
                 st.record.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise PatchError(
+                    f"writing the patch failed ({exc}); every file was restored"
+                ) from exc
             raise
         log.debug("paddlex %s at %s: %s", self.version, self.pkg, "; ".join(done))
         return done
@@ -641,8 +668,12 @@ class Patcher:
                     "the original and drops those edits"
                 )
             restores.append((st, original))
+        _check_writable([st.path for st, _ in restores])
         for st, original in restores:
-            _write_atomic(st.path, original)
+            try:
+                _replace_if_unchanged(st.path, st.current, original)
+            except OSError as exc:
+                raise PatchError(f"{st.rel}: restoring the original failed ({exc})") from exc
             st.backup.unlink(missing_ok=True)
             st.record.unlink(missing_ok=True)
             done.append(f"{st.rel}: reverted (sha256 {sha256(original)[:12]})")

@@ -320,3 +320,69 @@ def test_serving_schema_accepts_custom_prompts_only_when_patched(pkg: Path) -> N
     assert patched(None, "ocr") == "ocr" and patched(None, None) is None
     with pytest.raises(ValueError, match="promptLabel"):
         patched(None, "tabel")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_site_packages_is_a_clear_error_and_nothing_changes(
+    pkg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _digest(pkg)
+    folders = sorted({(pkg / rel).parent for rel in FILES})
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        with pytest.raises(PatchError, match=r"cannot write to .*nothing was changed"):
+            Patcher(pkg).apply()
+        assert main(["apply", "--paddlex", str(pkg)]) == 2
+        err = capsys.readouterr().err
+        assert "read-only site-packages" in err and "Traceback" not in err
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert _digest(pkg) == before
+    assert not list(pkg.rglob("*.paddlex_prompt.*"))
+
+
+def test_an_edit_between_read_and_write_is_not_lost(
+    pkg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import patches.paddlex_prompt as pp
+
+    real_plan = pp._plan
+    target = pkg / SCHEMA_REL
+
+    def plan_then_someone_edits(state):  # type: ignore[no-untyped-def]
+        plan = real_plan(state)
+        if state.rel == SCHEMA_REL:
+            target.write_bytes(target.read_bytes() + b"\n# edited meanwhile\n")
+        return plan
+
+    monkeypatch.setattr(pp, "_plan", plan_then_someone_edits)
+    with pytest.raises(PatchError, match="changed while it was being patched"):
+        Patcher(pkg).apply()
+    assert target.read_bytes().endswith(b"# edited meanwhile\n")  # the edit is kept
+    assert b"paddlex_prompt patch" not in (pkg / PIPELINE_REL).read_bytes()  # all or nothing
+    assert not list(pkg.rglob("*.paddlex_prompt.*"))
+
+
+def test_a_write_that_fails_midway_restores_everything(
+    pkg: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a read-only or full filesystem does to the second file (works as root too)."""
+    import patches.paddlex_prompt as pp
+
+    before = _digest(pkg)
+    real = pp._write_atomic
+
+    def failing(path: Path, data: bytes) -> None:
+        if path == pkg / SCHEMA_REL:
+            raise PermissionError(13, "Permission denied", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(pp, "_write_atomic", failing)
+    with pytest.raises(PatchError, match=r"writing the patch failed .*every file was restored"):
+        Patcher(pkg).apply()
+    assert main(["apply", "--paddlex", str(pkg)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert _digest(pkg) == before
+    assert not list(pkg.rglob("*.paddlex_prompt.*"))
