@@ -9,6 +9,9 @@ with the request id in ``X-Request-ID``):
   (none: everything). Answers ``{"id", "fields", "raw_output", "parse", "latency_s",
   "prompt", "usage", "finish_reason", "model", "image_size", "model_image_size",
   "validation"}`` (``validation``: the QA rules on the fields, `data_tools.validation`).
+  A PDF or OFD ``image`` is read page by page (`inference.serving.ui.extract_document`):
+  ``{"id", "kind", "n_pages", "pages": [per page: fields, validation, confidence, ...],
+  "fields": the merged document, "validation"}``.
 * ``POST /v1/chat/completions`` — OpenAI-compatible; one image as an ``image_url`` part
   (``data:`` URL) and the prompt as text in the last user message; the answer is a
   ``chat.completion`` whose content is the raw model output (plus a ``kie`` object with the
@@ -57,6 +60,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from data_tools.documents import sniff_kind
 from data_tools.llm_client import resolve_secret
 from data_tools.parsing import JsonLimitError, ParseLimits, loads_bounded
 from data_tools.validation import validation_dict
@@ -667,6 +671,11 @@ def _build_fastapi(s: Service) -> FastAPI:
             raise ApiError(e.status, str(e), e.code) from None
         except QueryError as e:
             raise ApiError(400, str(e), "invalid_query") from None
+        if sniff_kind(data) != "image":  # a PDF or OFD: every page, then the merged document
+            doc = await ui.extract_document(
+                request, data, "upload", prompt_text, full_request=query is None, previews=False
+            )
+            return await respond({"id": f"kie-{uuid.uuid4().hex[:16]}", **doc}, True)
         result = await run_extraction(request, data, prompt_text)
         body = {"id": f"kie-{uuid.uuid4().hex[:16]}", **result.to_dict()}
         body["validation"] = await s.cpu_call(
@@ -746,7 +755,8 @@ def _build_fastapi(s: Service) -> FastAPI:
         }
         return await respond(body, len(result.raw_output) > _RENDER_INLINE_BYTES)
 
-    app.include_router(ui_router(s, run_extraction, resolve_prompt))  # the web UI: /ui/
+    ui = ui_router(s, run_extraction, resolve_prompt)  # the web UI (/ui/); PDF/OFD pages
+    app.include_router(ui)
     return app
 
 

@@ -282,28 +282,22 @@ def ui_router(
         finally:
             budget.release(cost)
 
-    @router.post("/ui/api/extract")
-    async def ui_extract(request: Request) -> dict[str, Any]:
-        form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise _api_error(400, "missing 'file' (an image, PDF or OFD)", "invalid_image")
-        name = upload.filename or "upload"
-        data = await upload.read()
-        if not data:
-            raise _api_error(400, f"{name}: empty file", "invalid_image")
-        fields_text = text_field(form.get("fields"), "fields", limits.max_prompt_chars)
-        query = [k.strip() for k in fields_text.replace("，", ",").split(",") if k.strip()] or None
-        prompt = await service.cpu_call(resolve_prompt, query)
-        try:
-            options = DocumentOptions(
-                max_pixels=doc_options.max_pixels,
-                max_image_pixels=doc_options.max_image_pixels,
-                max_pages=doc_options.max_pages,
-                pages=text_field(form.get("pages"), "pages", 200) or None,
-            )
-        except ValueError as e:
-            raise _api_error(400, str(e), "invalid_pages") from None
+    async def extract_document(
+        request: Request,
+        data: bytes,
+        name: str,
+        prompt: str,
+        *,
+        full_request: bool,
+        options: DocumentOptions | None = None,
+        batch: str | None = None,
+        previews: bool = True,
+    ) -> dict[str, Any]:
+        """Every selected page of an image / PDF / OFD through the service's extraction:
+        per page its fields, validation, confidence (and a preview); the merged document,
+        its validation and the duplicate it repeats within `batch`. Also answers
+        ``POST /v1/extract`` for PDF and OFD uploads (``router.extract_document``)."""
+        options = options or doc_options
         doc_id = Path(name).stem or "upload"
         kind = sniff_kind(data, name)
         try:
@@ -312,13 +306,15 @@ def ui_router(
         except DocumentError as e:
             raise _api_error(400, str(e), "invalid_document") from None
         digest = content_hash(data)
-        t = tracker(text_field(form.get("batch"), "batch", 128) or None)
+        t = tracker(batch)
         out_pages = []
         for number in numbers:
             if kind == "image":
                 # the service decodes the upload itself (its pixel limits and budget)
                 result = await run_extraction(request, data, prompt)
-                info, payload_preview = await image_preview(request, data)
+                info, payload_preview = (
+                    await image_preview(request, data) if previews else (_image_info(data), "")
+                )
                 page_id = doc_id
             else:
                 # one rendered page at a time, its pixels held in the service's decode budget
@@ -337,7 +333,7 @@ def ui_router(
                 {
                     "page_id": page_id,
                     **info,
-                    "preview": payload_preview,
+                    **({"preview": payload_preview} if previews else {}),
                     "fields": result.fields,
                     "raw_output": result.raw_output,
                     "parse": result.parse.to_dict(),
@@ -352,7 +348,7 @@ def ui_router(
         doc_fields = merged if merged is not None else out_pages[0]["fields"]
         # `required` only when everything was asked for (a field subset is not incomplete)
         doc_validation = (
-            validate_prediction(doc_fields, schema, request={} if query is None else None).to_dict()
+            validate_prediction(doc_fields, schema, request={} if full_request else None).to_dict()
             if schema is not None
             else None
         )
@@ -378,6 +374,38 @@ def ui_router(
             "duplicate": duplicate,
             "system": f"{extractor.info().get('backend')}:{extractor.info().get('model')}",
         }
+
+    @router.post("/ui/api/extract")
+    async def ui_extract(request: Request) -> dict[str, Any]:
+        form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _api_error(400, "missing 'file' (an image, PDF or OFD)", "invalid_image")
+        name = upload.filename or "upload"
+        data = await upload.read()
+        if not data:
+            raise _api_error(400, f"{name}: empty file", "invalid_image")
+        fields_text = text_field(form.get("fields"), "fields", limits.max_prompt_chars)
+        query = [k.strip() for k in fields_text.replace("，", ",").split(",") if k.strip()] or None
+        prompt = await service.cpu_call(resolve_prompt, query)
+        try:
+            options = DocumentOptions(
+                max_pixels=doc_options.max_pixels,
+                max_image_pixels=doc_options.max_image_pixels,
+                max_pages=doc_options.max_pages,
+                pages=text_field(form.get("pages"), "pages", 200) or None,
+            )
+        except ValueError as e:
+            raise _api_error(400, str(e), "invalid_pages") from None
+        return await extract_document(
+            request,
+            data,
+            name,
+            prompt,
+            full_request=query is None,
+            options=options,
+            batch=text_field(form.get("batch"), "batch", 128) or None,
+        )
 
     @router.post("/ui/api/excel")
     async def ui_excel(request: Request) -> Response:
@@ -500,7 +528,14 @@ def ui_router(
             "validation": rec.meta["reviewed"].get("validation"),
         }
 
+    router.extract_document = extract_document  # type: ignore[attr-defined]
     return router
+
+
+def _image_info(data: bytes) -> dict[str, Any]:
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+    return {"page": 1, "n_pages": 1, "kind": "image", "size": [w, h], "text_layer": False}
 
 
 def _excel_bytes(rows: list[dict[str, Any]], schema: Any) -> bytes:

@@ -219,3 +219,28 @@ def test_hostile_input_is_a_4xx(ui_service: dict) -> None:
         r = c.post("/ui/api/extract", data={"fields": "x"})
         assert r.status_code == 400 and "missing 'file'" in r.json()["error"]["message"]
         assert c.get("/health").status_code == 200  # the service is fine afterwards
+
+
+def test_v1_extract_takes_pdf_and_ofd(ui_service: dict, tmp_path: Path) -> None:
+    import base64
+
+    im = Image.open(ui_service["run"] / "images" / "b1.jpg")
+    pdf = write_pdf(tmp_path / "b1.pdf", [im, im])
+    ofd = write_ofd(tmp_path / "b1.ofd", [im], [[TextItem("发票号码 12270242", 150, 18)]])
+    with _client(ui_service) as c:
+        r = c.post("/v1/extract", json={"image": base64.b64encode(pdf.read_bytes()).decode()})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["kind"] == "pdf" and [p["page_id"] for p in body["pages"]] == [
+            "upload#p1",
+            "upload#p2",
+        ]
+        assert "preview" not in body["pages"][0]
+        assert body["fields"]["发票代码"] == "12270242"  # merged: first non-empty
+        assert len(body["fields"]["货物或应税劳务、服务"]) == 2  # items of both pages
+        assert body["validation"]["passed"] is False
+        r = c.post("/v1/extract", files={"image": ("b1.ofd", ofd.read_bytes())})
+        assert r.status_code == 200 and r.json()["kind"] == "ofd"
+        assert r.json()["pages"][0]["text_layer"] is True
+        r = c.post("/v1/extract", json={"image": base64.b64encode(b"%PDF-1.4\n" * 50).decode()})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_document"
