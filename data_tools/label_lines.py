@@ -285,12 +285,20 @@ class LineLabeler:
         self.det_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # one model
 
     async def load_detector(self) -> None:
+        """The PP-OCR detector (once); one that does not load is bad config (exit 2)."""
         if self.detector is None:
             kwargs = dict(self.cfg.det or {})
             loop = asyncio.get_running_loop()
-            self.detector = await loop.run_in_executor(
-                self.det_pool, lambda: PPOCRLineDetector(**kwargs)
-            )
+            try:
+                self.detector = await loop.run_in_executor(
+                    self.det_pool, lambda: PPOCRLineDetector(**kwargs)
+                )
+            except Exception as exc:
+                raise LabelConfigError(
+                    f"the text detector did not load with det={kwargs} "
+                    f"({type(exc).__name__}: {exc}); check `det` in the config and that "
+                    "the rapidocr wheel is installed (make setup)"
+                ) from None
 
     def detect_and_crop(self, path: Path) -> list[tuple[int, bytes]]:
         """The JPEG crops of ``path``'s lines, numbered in reading order."""

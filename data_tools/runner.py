@@ -356,6 +356,7 @@ async def run_items(
             files.out,
         )
         fatal: list[BaseException] = []
+        bad_input = False
         t0 = time.monotonic()
         try:
             if todo and before_start is not None:
@@ -368,6 +369,9 @@ async def run_items(
         except (KeyboardInterrupt, asyncio.CancelledError):
             summary.interrupted = True
             raise
+        except BadInput as exc:  # from a hook (a model that does not load): not a success
+            summary.fatal, bad_input = redact(str(exc)), True
+            raise
         finally:
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             summary.items_per_s = (
@@ -375,9 +379,11 @@ async def run_items(
             )
             summary.counters = dict(counters)
             if fatal:
-                summary.fatal = str(fatal[0])
+                summary.fatal = redact(str(fatal[0]))
             if summary.interrupted:
                 summary.exit_code = EXIT_INTERRUPTED
+            elif bad_input:
+                summary.exit_code = EXIT_BAD_INPUT
             elif fatal:
                 summary.exit_code = EXIT_FATAL
             elif summary.failed or summary.failed_before:

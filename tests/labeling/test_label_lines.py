@@ -253,6 +253,25 @@ def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         assert len(stub.requests) == 8
 
 
+def test_a_detector_that_does_not_load_is_bad_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**kw: object) -> None:
+        raise TypeError(f"unexpected keyword {next(iter(kw))!r}")
+
+    monkeypatch.setattr(ll, "PPOCRLineDetector", broken)
+    images = tmp_path / "pages"
+    images.mkdir()
+    _make_page(images / "p1.png")
+    out = tmp_path / "out"
+    with OpenAIStub(reader) as stub:
+        assert _cli(stub, images, out, "det={limit_side: 960}") == 2
+        assert len(stub.requests) == 0
+    summary = json.loads((out / "lines_summary.json").read_text())["summary"]
+    assert summary["exit_code"] == 2 and "limit_side" in summary["fatal"]
+    assert not (out / "lines_failures.jsonl").exists()  # no image is blamed
+
+
 def test_secrets_stay_out_of_summary_failures_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
