@@ -1,14 +1,18 @@
 """The OCR ceiling: how many gold values occur in the OCR text at all.
 
     python -m eval.ocr_ceiling --gold labels.jsonl --ocr-cache outputs/ocr_cache \\
-        --out outputs/eval/ocr_ceiling [--ocr-config small-onnx] [--schema vat_invoice]
+        --out outputs/eval/ocr_ceiling [--ocr-config small-onnx] [--schema vat_invoice] \\
+        [--run-ocr [--ocr-preset small-onnx|server]]
 
 Per field, the share of non-empty gold leaf values that occur in the PP-OCR text of the
 document's image - the best any OCR + LLM pipeline could do with that OCR. The OCR is
 read from the cache the OCR + LLM pipeline fills (``inference.ocr_cache``:
 ``<cache>/<identity>/<sha256[:2]>/<sha256>.json``), looked up by each gold image's
-sha256; nothing is OCR'd here. An image that is not in the cache (or not on disk) is
-listed in the report, not scored and not a crash.
+sha256; nothing is OCR'd here unless ``--run-ocr`` asks to (then the ``ocr-llm`` backend's
+OCR stage, ``inference.backends.ocr_llm.ocr_files``, fills the cache first for the images
+it lacks, and the ceiling reads that preset's identity). An image that is not in the
+cache (or not on disk, or that the OCR failed on) is listed in the report with the
+reason, not scored and not a crash.
 
 The cache holds one folder per OCR *identity* (preset, options, models). With one
 identity in the cache it is used; with several, ``--ocr-config`` picks one by folder name
@@ -264,8 +268,35 @@ def choose_identity(cache_root: str | Path, wanted: str | None) -> Identity:
     return matches[0]
 
 
+def run_ocr(
+    gold_path: str | Path, cache_root: str | Path, preset: str, engine: Any = None
+) -> tuple[Identity, dict[str, str]]:
+    """OCR the labelled gold images into the cache (cached ones are skipped) with the
+    ``ocr-llm`` backend's OCR stage; returns its identity and the errors by image path."""
+    from inference.backends.ocr_llm import OcrSettings, ocr_files
+    from inference.ocr_cache import config_id
+
+    settings = OcrSettings(preset=preset, cache_dir=str(cache_root))
+    images = sorted({resolve_image(r.image, gold_path) for r in read_labels(gold_path) if r.fields})
+    present = [p for p in images if p.is_file()]
+    done = ocr_files(present, settings, engine=engine)
+    errors = {str(p): status for p, lines, status in done if lines is None}
+    counts = {s: sum(1 for *_, st in done if st == s) for s in ("ocr", "cached")}
+    log.info(
+        "OCR: %d images read, %d already cached, %d failed",
+        counts["ocr"], counts["cached"], len(errors),
+    )  # fmt: skip
+    ident = settings.identity()
+    name = config_id(ident)
+    path = Path(cache_root) / name
+    return Identity(name, path, ident, len(list(path.glob("??/*.json")))), errors
+
+
 def load_ocr(
-    gold_path: str | Path, cache_root: str | Path, identity: Identity
+    gold_path: str | Path,
+    cache_root: str | Path,
+    identity: Identity,
+    errors: dict[str, str] | None = None,
 ) -> tuple[list[tuple[LabelRecord, list[OcrLine]]], list[dict[str, str]]]:
     """(labelled records with their cached OCR lines, the labelled records without)."""
     from inference.ocr_cache import OcrCache, image_sha256
@@ -285,7 +316,7 @@ def load_ocr(
             continue
         hit = cache.get(sha)
         if hit is None:
-            reason = f"not in the OCR cache (sha256 {sha[:12]}…)"
+            reason = (errors or {}).get(str(image)) or f"not in the OCR cache (sha256 {sha[:12]}…)"
             uncached.append({"id": rec.id, "image": str(image), "reason": reason})
             continue
         docs.append((rec, hit.lines))
@@ -300,13 +331,23 @@ def run(
     *,
     ocr_config: str | None = None,
     schema_name: str | None = "vat_invoice",
+    ocr_preset: str | None = None,
+    engine: Any = None,
 ) -> dict[str, Any]:
-    """Compute the ceiling from gold + cached OCR and write ``<out>.json`` / ``<out>.md``."""
+    """Compute the ceiling from gold + cached OCR and write ``<out>.json`` / ``<out>.md``.
+
+    ``ocr_preset`` (``--run-ocr``): OCR what the cache lacks with that preset first and
+    read its identity; ``engine`` replaces the OCR engine (tests).
+    """
     from data_tools.schema import load_schema
 
     schema = load_schema(schema_name) if schema_name and schema_name != "none" else None
-    identity = choose_identity(cache_root, ocr_config)
-    docs, uncached = load_ocr(gold, cache_root, identity)
+    errors: dict[str, str] = {}
+    if ocr_preset:
+        identity, errors = run_ocr(gold, cache_root, ocr_preset, engine)
+    else:
+        identity = choose_identity(cache_root, ocr_config)
+    docs, uncached = load_ocr(gold, cache_root, identity, errors)
     if not docs:
         raise CeilingError(
             f"none of the labelled images of {gold} is in the OCR cache {identity.path} "
@@ -346,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         "needed when the cache holds several",
     )
     ap.add_argument("--schema", default="vat_invoice", help="schema name or path; 'none'")
+    ap.add_argument(
+        "--run-ocr", action="store_true",
+        help="OCR the labelled images the cache lacks first (the ocr-llm backend's OCR stage)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--ocr-preset", default="small-onnx", choices=("small-onnx", "server"),
+        help="OCR preset for --run-ocr",
+    )  # fmt: skip
     return ap
 
 
@@ -354,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = run(
-            args.gold, args.ocr_cache, args.out, ocr_config=args.ocr_config, schema_name=args.schema
-        )
+            args.gold, args.ocr_cache, args.out, ocr_config=args.ocr_config,
+            schema_name=args.schema, ocr_preset=args.ocr_preset if args.run_ocr else None,
+        )  # fmt: skip
     except (CeilingError, FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2

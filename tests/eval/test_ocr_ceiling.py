@@ -144,3 +144,36 @@ def test_empty_cache_is_a_clear_error(
                "--out", str(corpus["out"])])  # fmt: skip
     assert rc == 2
     assert "no OCR cache entries" in caplog.text
+
+
+def test_run_ocr_fills_the_cache_first(tmp_path: Path) -> None:
+    """--run-ocr: the backend's OCR stage fills the cache (a fake engine here; the real
+    PP-OCRv6 run is tests/inference/test_baseline_ocr.py), then the ceiling reads it."""
+    from PIL import Image
+
+    from eval.ocr_ceiling import run
+
+    for name in ("a", "b"):
+        Image.new("RGB", (64, 48), "white" if name == "a" else "gray").save(
+            tmp_path / f"{name}.png"
+        )
+    gold = tmp_path / "labels.jsonl"
+    rows = [
+        {"id": "A", "image": "a.png", "doc_type": "vat_invoice", "fields": {"发票号码": "111"}},
+        {"id": "B", "image": "b.png", "doc_type": "vat_invoice", "fields": {"发票号码": "222"}},
+        {"id": "C", "image": "gone.png", "doc_type": "vat_invoice", "fields": {"发票号码": "3"}},
+    ]
+    gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    calls: list[tuple[int, int]] = []
+
+    def engine(image: object) -> list[OcrLine]:
+        calls.append(image.size)  # type: ignore[attr-defined]
+        return _lines("No 111")
+
+    cache = tmp_path / "cache"
+    report = run(gold, cache, tmp_path / "out", ocr_preset="small-onnx", engine=engine)
+    assert len(calls) == 2 and report["n_docs"] == 2
+    assert report["overall"] == {"n": 2, "found": 1, "share": 0.5}
+    assert [u["id"] for u in report["uncached"]] == ["C"]
+    again = run(gold, cache, tmp_path / "out", ocr_preset="small-onnx", engine=engine)
+    assert len(calls) == 2 and again["overall"] == report["overall"]  # all from the cache
