@@ -37,12 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data_tools.jsonl import atomic_write_text
 from data_tools.normalize import normalize_percent, parse_amount, parse_date, parse_number
-from data_tools.ppocr import OcrLine
 from data_tools.records import LabelRecord, read_labels, resolve_image
+
+if TYPE_CHECKING:
+    from data_tools.ppocr import OcrLine
 
 log = logging.getLogger(__name__)
 
