@@ -585,8 +585,7 @@ def _build_fastapi(s: Service) -> FastAPI:
                 )
             finally:
                 s.pixel_budget.release(opened.cost_pixels)
-                opened.close()
-            del data
+            del data, opened  # the decoded full-size image goes with it (unless it is the one)
             result = await s.admission.run_model(
                 ticket, lambda: extractor.aextract(prepared, prompt), deadline_left(request)
             )

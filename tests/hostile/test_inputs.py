@@ -7,12 +7,16 @@ keep-alive connection, with the service healthy afterwards.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 import httpx
 import pytest
 
-from tests.hostile.servers import make_service, png_bytes, serving
+from inference.backends import Backend, Generation, GenerationOptions
+from inference.extractor import Extractor
+from inference.imaging import ImageOptions
+from tests.hostile.servers import SMALL, make_service, png_bytes, serving
 
 B64 = base64.b64encode(png_bytes()).decode()
 
@@ -244,3 +248,24 @@ def test_multipart_hostile_parts() -> None:
         r = c.post("/v1/extract", files={"image": ("a.png", img)}, data={"fields": "[" * 900})
         assert r.status_code == 400
         assert app.guard.opened_total == 1
+
+
+class PixelReader(Backend):
+    """A local model that looks at the pixels it gets."""
+
+    name = "pixels"
+
+    def _generate(self, image, prompt):  # type: ignore[no-untyped-def]
+        return Generation(json.dumps({"发票号码": str(image.getpixel((0, 0)))}), "stop")
+
+
+def test_an_image_already_on_the_grid_reaches_the_model_intact() -> None:
+    ex = Extractor(PixelReader(GenerationOptions()), image_options=ImageOptions(**SMALL))
+    app, _ = make_service(extractor=ex)
+    on_grid = base64.b64encode(png_bytes((28 * 8, 28 * 6))).decode()  # no resize needed
+    resized = base64.b64encode(png_bytes((301, 199))).decode()
+    with serving(app) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        for img in (on_grid, resized):
+            r = c.post("/v1/extract", json={"image": img, "fields": ["发票号码"]})
+            assert r.status_code == 200, r.text
+            assert r.json()["fields"] == {"发票号码": "(240, 240, 230)"}
