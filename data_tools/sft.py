@@ -15,11 +15,14 @@ answer turns that are trained):
      "images": ["/abs/img.jpg"]}
 
 ``id`` is the canonical label record's id, so predictions and scores join on it (every
-prompt variant of one document shares it). Both trainers tolerate the extra key:
-ERNIEKit's data processor rebuilds each example from ``text_info`` / ``image_info``
-(``data_processor/utils/relief.py``, ``omini_convert_sequence_to_schema``) and drops the
-rest; PaddleFormers' ``messages`` reader passes the record through and reads only the
-keys it knows (``datasets/reader/file_reader.py``, ``SFTDataset``). Records written
+prompt variant of one document shares it). Both trainers accept the key: ERNIE's own
+multimodal record schema declares an optional string ``id``
+(``data_processor/utils/format_utils.py``, ``MULTI_MODAL_SCHEMA``) and its data processor
+rebuilds each example from ``text_info`` / ``image_info`` (``data_processor/utils/relief.py``,
+``omini_convert_sequence_to_schema``); PaddleFormers' ``messages`` reader passes the record
+through and reads only the keys it knows (``datasets/reader/file_reader.py``,
+``SFTDataset``; checked: all records with ``id`` come out of its ``FileReader``, and the CPU
+tiny training run trains on them). Records written
 before ids existed have none: :func:`read_record` then returns ``id=None``.
 
 A requests file (``val.requests.jsonl``, written by the dataset builder) holds what to
