@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.config import ConfigError, load_config
-from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file, visual_tokens
-from data_tools.jsonl import JsonlError, read_jsonl
+from data_tools.images import IMAGE_SUFFIXES, is_image_file, visual_tokens
+from data_tools.jsonl import JsonlError, read_jsonl, write_jsonl_atomic
 from data_tools.paddleocr_vl import MODEL_NAME
 from data_tools.predictions import PredictionRow, read_predictions, row_key
 from data_tools.prompts import FULL_PROMPT
@@ -109,6 +109,8 @@ class PredictConfig:
     excel: str | None = None
     concurrency: int | None = None  # calls in flight (default: the backend's own)
     image: ImageSettings = field(default_factory=ImageSettings)
+    pages: str | None = None  # PDF / OFD pages to read, 1-based ("1", "1,3-4"); None: all
+    max_pages: int = 20  # refuse longer documents (select pages to read them)
     retry_failed: bool = False
     limit: int | None = None
     progress: bool = True
@@ -129,57 +131,112 @@ def load_predict_config(path: str | None, overrides: Sequence[Any]) -> PredictCo
 # ---------------------------------------------------------------- inputs
 @dataclass(frozen=True)
 class Job:
-    """One image of the input and the prompts to ask about it."""
+    """One image (or one page of a PDF / OFD) of the input and the prompts to ask about it."""
 
     id: str
     image: Path
     prompts: tuple[str, ...]
+    page: int | None = None  # 1-based page of a PDF / OFD; None for an image
 
     def item(self) -> Item:
         keys = tuple(row_key(self.id, p) for p in self.prompts)
         return Item(id=self.id, keys=keys, payload=self)
 
 
-def _group(pairs: Sequence[tuple[str, Path, str]]) -> list[Job]:
-    """(id, image, prompt) triples → one job per (id, image), prompts de-duplicated."""
+Triple = tuple[str, Path, str]  # (record id, image or document, prompt)
+
+
+def _is_document(path: Path) -> bool:
+    from data_tools.documents import DOCUMENT_SUFFIXES
+
+    return path.suffix.lower() in DOCUMENT_SUFFIXES
+
+
+def _pages(doc_id: str, path: Path, options: Any) -> list[tuple[str, int | None]]:
+    """(job id, page) for every selected page of a document; an image is its own page.
+
+    A document that cannot be opened becomes one job whose run lists it as a failure (its
+    reason in the failures file), so one bad file never stops a batch."""
+    from data_tools.documents import (
+        DocumentError,
+        DocumentOptions,
+        count_pages,
+        page_id_for,
+        select_pages,
+    )
+
+    if not _is_document(path):
+        return [(doc_id, None)]
+    options = options or DocumentOptions()
+    kind = path.suffix.lower().lstrip(".")
+    try:
+        numbers = select_pages(count_pages(path, options=options), options, str(path))
+    except DocumentError:
+        return [(page_id_for(doc_id, 1, kind), 1)]
+    return [(page_id_for(doc_id, n, kind), n) for n in numbers]
+
+
+def load_page(path: Path, number: int, options: Any = None) -> Any:
+    """Page `number` of a PDF / OFD, rendered alone (``data_tools.documents``)."""
+    import dataclasses as dc
+
+    from data_tools.documents import DocumentOptions, load_pages
+
+    options = dc.replace(options or DocumentOptions(), pages=(number,))
+    (page,) = load_pages(path, options=options)
+    return page
+
+
+def _group(triples: Sequence[Triple], doc_options: Any = None) -> list[Job]:
+    """(id, image, prompt) triples → one job per (id, image) page, prompts de-duplicated."""
     order: dict[tuple[str, Path], list[str]] = {}
-    for id_, image, prompt in pairs:
+    for id_, image, prompt in triples:
         prompts = order.setdefault((id_, image), [])
         if prompt not in prompts:
             prompts.append(prompt)
     ids: dict[str, Path] = {}
-    for id_, image in order:
+    jobs = []
+    for (id_, image), prompts in order.items():
         if id_ in ids and ids[id_] != image:
             raise InputError(
                 f"id {id_!r} names two images ({ids[id_]} and {image}); ids must be unique"
             )
         ids[id_] = image
-    return [Job(id_, image, tuple(p)) for (id_, image), p in order.items()]
+        for job_id, page in _pages(id_, image, doc_options):
+            jobs.append(Job(job_id, image, tuple(prompts), page))
+    return jobs
 
 
-def load_jobs(input_path: Path, queries: Sequence[str] | None) -> list[Job]:
-    """Every (id, image, prompts) of `input_path`, in input order; see the module docstring."""
+def load_jobs(
+    input_path: Path, queries: Sequence[str] | None, doc_options: Any = None
+) -> list[Job]:
+    """Every (id, image, prompts) of `input_path`, in input order; see the module docstring.
+
+    PDF and OFD files (in a folder, or named by a labels / requests file) give one job per
+    selected page (``doc_options``: ``data_tools.documents.DocumentOptions``), id
+    ``<doc id>#p<N>``."""
+    from data_tools.documents import find_documents
     from data_tools.sft import SftFormatError, read_requests
 
     if input_path.is_dir():
-        images = find_images(input_path)
+        images = find_documents(input_path)
         if not images:
-            raise InputError(f"{input_path}: no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(f"{input_path}: no images ({', '.join(IMAGE_SUFFIXES)}), PDF or OFD")
         prompts = list(queries or [FULL_PROMPT])
         return _group(
             [
                 (p.relative_to(input_path).with_suffix("").as_posix(), p.resolve(), q)
                 for p in images
                 for q in prompts
-            ]
+            ],
+            doc_options,
         )
-    if is_image_file(input_path):
-        return _group(
-            [(input_path.stem, input_path.resolve(), q) for q in queries or [FULL_PROMPT]]
-        )
+    if is_image_file(input_path) or (input_path.is_file() and _is_document(input_path)):
+        triples = [(input_path.stem, input_path.resolve(), q) for q in queries or [FULL_PROMPT]]
+        return _group(triples, doc_options)
     if not input_path.is_file():
         raise InputError(f"{input_path}: no such file or folder")
-    pairs: list[tuple[str, Path, str]] = []
+    triples: list[Triple] = []
     try:
         first = next(read_jsonl(input_path), None)
         if first is None:
@@ -188,21 +245,26 @@ def load_jobs(input_path: Path, queries: Sequence[str] | None) -> list[Job]:
             for lineno, obj in read_jsonl(input_path):
                 rec = LabelRecord.from_dict(obj, where=f"{input_path}:{lineno}")
                 image = resolve_image(rec.image, input_path)
-                pairs += [(rec.id, image, q) for q in queries or [FULL_PROMPT]]
+                triples += [(rec.id, image, q) for q in queries or [FULL_PROMPT]]
         else:
             for req in read_requests(input_path):
                 image = resolve_image(req.image, input_path)
                 # records written before SFT files carried ids: the image stem, as before
-                pairs.append((req.id or image.stem, image, req.prompt))
+                triples.append((req.id or image.stem, image, req.prompt))
             if queries:
-                pairs = [(i, im, q) for i, im, _ in dict.fromkeys(pairs) for q in queries]
+                triples = [(i, im, q) for i, im, _ in dict.fromkeys(triples) for q in queries]
     except (JsonlError, LabelFormatError, SftFormatError) as e:
         raise InputError(str(e)) from None
-    return _group(pairs)
+    return _group(triples, doc_options)
 
 
 # ---------------------------------------------------------------- rows
-def prediction_row(job: Job, system: str, extraction: Any) -> PredictionRow:
+def prediction_row(
+    job: Job, system: str, extraction: Any, schema: Schema | None = None
+) -> PredictionRow:
+    """The row of one extraction; with a schema, its validation (the QA rules on the fields)."""
+    from data_tools.validation import validation_dict
+
     w, h = extraction.model_image_size
     usage = dict(extraction.usage)
     if w and h:
@@ -220,6 +282,8 @@ def prediction_row(job: Job, system: str, extraction: Any) -> PredictionRow:
         latency_s=extraction.latency_s,
         usage=usage,
         stage_latency_s=stage,
+        page=job.page,
+        validation=validation_dict(extraction.fields, schema, request=extraction.request),
         info=info or None,
     )
 
@@ -236,8 +300,10 @@ async def predict_jobs(
     limit: int | None = None,
     progress: bool = True,
     config: Any = None,
+    doc_options: Any = None,
 ) -> Any:
     """Run the jobs not yet in `out` through `extractor` (the run harness does the rest)."""
+    from data_tools.documents import DocumentError
     from inference.backends import BackendError, BackendUnavailable
     from inference.imaging import ImageError
 
@@ -245,12 +311,22 @@ async def predict_jobs(
     counters: Counter[str] = Counter()
     sem = asyncio.Semaphore(max(1, concurrency))
 
+    async def prepare(job: Job) -> Any:
+        """The job's image (or its page, with the document's own text layer) prepared once."""
+        if job.page is None:
+            return await extractor.aprepare(job.image)
+        page = await asyncio.to_thread(load_page, job.image, job.page, doc_options)
+        prepared = await extractor.aprepare(page.image)
+        if page.text_layer is not None and page.text_layer.lines:
+            prepared.image.info["text_layer"] = page.text_layer  # the ocr-llm backend reads it
+        return prepared
+
     async def work(item: Item) -> Output:
         job: Job = item.payload
         prompts = [k.split("\t", 1)[1] for k in item.keys]
         try:
-            prepared = await extractor.aprepare(job.image)
-        except ImageError as e:
+            prepared = await prepare(job)
+        except (ImageError, DocumentError) as e:
             raise ItemFailed("image", str(e), image=str(job.image)) from None
         rows = []
         for prompt in prompts:
@@ -262,7 +338,10 @@ async def predict_jobs(
                 except BackendError as e:
                     raise ItemFailed("backend", str(e), image=str(job.image)) from None
             counters[f"parse_{extraction.parse.method}"] += 1
-            rows.append(prediction_row(job, system, extraction).to_dict())
+            row = prediction_row(job, system, extraction, extractor.schema)
+            if row.validation is not None and not row.validation["passed"]:
+                counters["validation_failed"] += 1
+            rows.append(row.to_dict())
         return Output(rows=rows)
 
     try:
@@ -282,6 +361,27 @@ async def predict_jobs(
         )
     finally:
         await extractor.aclose()
+
+
+# ---------------------------------------------------------------- duplicates
+def duplicates_path(predictions: Path) -> Path:
+    return predictions.with_name(predictions.name.removesuffix(".jsonl") + ".duplicates.jsonl")
+
+
+def report_duplicates(predictions: Path, jobs: Sequence[Job] = ()) -> int:
+    """Flag documents that repeat an earlier one (same invoice code + number, or the same
+    file) in ``<stem>.duplicates.jsonl``: the double-reimbursement check. Earlier = earlier
+    in the input (``jobs`` order; file order for rows not among them). Returns the count."""
+    from data_tools.duplicates import find_duplicates
+
+    order = {j.id: i for i, j in enumerate(jobs)}
+    rows = [row for _, row in read_jsonl(predictions)] if predictions.exists() else []
+    rows.sort(key=lambda r: order.get(str(r.get("id")), len(order)))
+    dups = find_duplicates(rows)
+    write_jsonl_atomic(
+        duplicates_path(predictions), [{"id": doc, **d.to_dict()} for doc, d in dups.items()]
+    )
+    return len(dups)
 
 
 # ---------------------------------------------------------------- the Excel report
@@ -356,6 +456,14 @@ def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> 
     for _, row in read_jsonl(predictions):
         by_id.setdefault(str(row.get("id")), []).append(row)
 
+    from data_tools.documents import document_id_of
+
+    duplicate_of: dict[str, str] = {}
+    if duplicates_path(predictions).exists():
+        for _, row in read_jsonl(duplicates_path(predictions)):
+            duplicate_of[str(row.get("id"))] = (
+                f"duplicate of {row.get('duplicate_of')} ({row.get('by')})"
+            )
     failures = RunFiles.beside(predictions).failures
     failed: dict[str, list[str]] = {}
     if failures.exists():
@@ -386,6 +494,8 @@ def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> 
             if k not in columns:
                 columns.append(k)
         status, errors = _status(rows)
+        if document_id_of(doc_id) in duplicate_of:
+            errors = [duplicate_of[document_id_of(doc_id)], *errors]
         latency = sum(float(r.get("latency_s") or 0) for r in rows)
         invoices.append((doc_id, rows[0].get("image", ""), status, errors, latency, merged))
 
@@ -474,6 +584,7 @@ FLAGS: dict[str, str] = {
     "max_pixels": "image.max_pixels",
     "char_density": "image.char_density",
     "limit": "limit",
+    "pages": "pages",
 }
 
 
@@ -520,6 +631,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout-s", type=float, help="per call (openai, ocr-llm)")
     p.add_argument("--max-attempts", type=int, help="tries per call (openai, ocr-llm)")
+    p.add_argument("--pages", help='PDF / OFD pages to read, 1-based: "1" or "1,3-4" (default all)')
     p.add_argument(
         "--retry-failed", action="store_true", help="redo the items in the failures file"
     )
@@ -586,7 +698,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _apply_endpoint_flags(cfg, args)
         schema = None if (cfg.schema or "none").lower() == "none" else load_schema(cfg.schema)
         queries = _normalise_queries(cfg.queries, schema)
-        jobs = load_jobs(Path(cfg.input), queries)
+        from data_tools.documents import DocumentOptions, parse_page_spec
+
+        doc_options = DocumentOptions(
+            max_pixels=cfg.image.max_pixels,
+            pages=parse_page_spec(cfg.pages),
+            max_pages=cfg.max_pages,
+        )
+        jobs = load_jobs(Path(cfg.input), queries, doc_options)
         image_options = ImageOptions(
             min_pixels=cfg.image.min_pixels,
             max_pixels=cfg.image.max_pixels,
@@ -613,6 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 limit=cfg.limit,
                 progress=cfg.progress,
                 config=cfg,
+                doc_options=doc_options,
             )
         )
     except BadInput as e:
@@ -624,6 +744,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         extractor.close()
     (log.error if summary.exit_code else log.info)("%s", exit_message(summary, "image"))
+    n_dup = report_duplicates(out, jobs)
+    if n_dup:
+        log.warning("%d document(s) repeat an earlier one: %s", n_dup, duplicates_path(out))
     if cfg.excel:
         n = write_excel(out, Path(cfg.excel), schema)
         log.info("wrote %s (%d invoices)", cfg.excel, n)

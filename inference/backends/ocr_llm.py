@@ -17,8 +17,12 @@ Per image:
    skeleton the prompt requests (the prompt grammar the VLM gets; ``OCR:{}`` = the schema's
    whole skeleton) and answers JSON, which the extractor parses like any model output.
 
+A page of a PDF or OFD with a text layer (``data_tools.documents``; the caller puts it in
+``image.info["text_layer"]``) is not OCRed: its own text goes to the LLM, as invoice tools
+that read native e-invoices do, and the row says so (``info.ocr.source: text_layer:pdf``).
+
 The generation carries ``info`` for the prediction row: per-stage latency (``ocr``,
-``llm``), the OCR line count and whether the OCR came from the cache.
+``llm``), the OCR line count, where the text came from and whether the OCR was cached.
 """
 
 from __future__ import annotations
@@ -234,15 +238,20 @@ class OcrLlmBackend(EndpointBackend):
         from data_tools.ppocr import lines_to_text
 
         skeleton = skeleton_for(prompt, self.schema)
-        loop = asyncio.get_running_loop()
-        lines, ocr_s, hit = await loop.run_in_executor(self._pool, self.run_ocr, image)
+        layer = image.info.get("text_layer")  # a PDF / OFD page's own text (predict, serve)
+        if layer is not None and getattr(layer, "lines", None):
+            lines, ocr_s, hit, source = list(layer.lines), 0.0, False, f"text_layer:{layer.source}"
+        else:
+            loop = asyncio.get_running_loop()
+            lines, ocr_s, hit = await loop.run_in_executor(self._pool, self.run_ocr, image)
+            source = "ocr"
         messages = build_messages(lines_to_text(lines), skeleton, self.llm)
         result = await self.chat(messages, "LLM")
         return self.generation(
             result,
             self.model_name,
             stage_latency_s={"ocr": round(ocr_s, 4), "llm": round(result.latency_s, 4)},
-            ocr={"source": "ocr", "cache_hit": hit, "n_lines": len(lines)},
+            ocr={"source": source, "cache_hit": hit, "n_lines": len(lines)},
         )
 
     def close(self) -> None:

@@ -247,3 +247,27 @@ def test_served_through_the_service(dataset: Path) -> None:
             r = httpx.post(f"{server.url}/v1/extract", json=body, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["fields"] == {"发票号码": "12270242"}
+
+
+def test_pdf_text_layer_is_used_instead_of_ocr(dataset: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.support.make_documents import TextItem, write_pdf
+
+    d = tmp_path / "pdfs"
+    d.mkdir()
+    gold = FIELDS[2]
+    lines = [TextItem(v, 10, 10 + 6 * i, 3.5) for i, v in enumerate(_leaves(gold))]
+    write_pdf(d / "e-invoice.pdf", [Image.new("RGB", (480, 280), "white")], texts=[lines])
+    out = tmp_path / "pred.jsonl"
+    with OpenAIStub(truth_responder) as stub:
+        args = _args(dataset, out, stub.base_url)
+        args[args.index("--input") + 1] = str(d)
+        assert main(args) == 0
+        (body,) = [r.body for r in stub.requests if r.body]
+    (row,) = _read(out)
+    assert FakeOcr.calls == 0  # the PDF's own text, no OCR
+    assert row["id"] == "e-invoice#p1" and row["page"] == 1
+    assert row["info"]["ocr"]["source"] == "text_layer:pdf"
+    assert gold["发票号码"] in request_text(body)
+    assert row["prediction"]["发票号码"] == gold["发票号码"]

@@ -113,8 +113,9 @@ def test_predict_rows_resume_and_excel(images: Path, tmp_path: Path) -> None:
     rows = _rows(out)
     assert len(rows) == 4  # 2 readable images x 2 prompts
     for row in rows:
-        assert tuple(row) == ROW_KEYS
+        assert tuple(row)[: len(ROW_KEYS)] == ROW_KEYS
         assert row["system"] == "fake:fake"
+        assert set(row["validation"]) >= {"passed", "failed"}  # the QA rules ran on the fields
     (failure,) = _rows(tmp_path / "pred.failures.jsonl")[:1]
     assert failure["id"] == "broken" and failure["stage"] == "image"
     assert len(_rows(tmp_path / "pred.failures.jsonl")) == 2  # one per prompt key
@@ -219,5 +220,54 @@ def test_predict_cli_on_the_tiny_model(tiny_model_dir: Path, images: Path, tmp_p
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _rows(out)
     assert len(rows) == 2
-    assert all(tuple(row) == ROW_KEYS and row["prompt"] == 'OCR:{"发票号码":""}' for row in rows)
+    assert all(tuple(row)[: len(ROW_KEYS)] == ROW_KEYS for row in rows)
+    assert all(row["prompt"] == 'OCR:{"发票号码":""}' for row in rows)
     assert all(row["system"].startswith("paddlex:PaddleOCR-VL-0.9B@") for row in rows)
+
+
+def test_pdf_and_ofd_pages_are_predicted_one_row_per_page(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.support.make_documents import write_ofd, write_pdf
+
+    d = tmp_path / "docs"
+    d.mkdir()
+    page = Image.new("RGB", (480, 280), (250, 250, 245))
+    write_pdf(d / "two.pdf", [page, page])
+    write_ofd(d / "one.ofd", [page])
+    (d / "broken.pdf").write_bytes(b"%PDF-1.7 not really a pdf")
+    make_test_image(d / "photo.png", seed=4)
+    jobs = load_jobs(d, None)
+    assert [(j.id, j.page) for j in jobs] == [
+        ("broken#p1", 1),
+        ("one#p1", 1),
+        ("photo", None),
+        ("two#p1", 1),
+        ("two#p2", 2),
+    ]
+    out = tmp_path / "pred.jsonl"
+    args = ["--backend", "fake", "--input", str(d), "--out", str(out), "--no-progress", *SMALL]
+    assert main(args) == 1  # the broken PDF is listed, the rest is done
+    rows = {r["id"]: r for r in _rows(out)}
+    assert set(rows) == {"one#p1", "photo", "two#p1", "two#p2"}
+    assert rows["two#p2"]["page"] == 2 and "page" not in rows["photo"]
+    (failure,) = _rows(tmp_path / "pred.failures.jsonl")
+    assert failure["id"] == "broken#p1" and "broken.pdf" in failure["reason"]
+    assert main([*args, "--pages", "1"]) == 1  # nothing left to do but the broken file
+    assert len(_rows(out)) == 4
+
+
+def test_duplicates_in_a_batch_are_flagged(images: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(images / "a.png", images / "sub" / "a_again.png")  # the same file twice
+    out = tmp_path / "pred.jsonl"
+    xlsx = tmp_path / "r.xlsx"
+    args = ["--backend", "fake", "--input", str(images), "--out", str(out), "--no-progress"]
+    assert main([*args, *SMALL, "--excel", str(xlsx)]) == 0
+    (dup,) = _rows(tmp_path / "pred.duplicates.jsonl")
+    assert dup == {"id": "sub/a_again", "duplicate_of": "a", "by": "image", "key": dup["key"]}
+    ws = load_workbook(xlsx)["invoices"]
+    errors = {r[0].value: r[3].value for r in ws.iter_rows(min_row=2)}
+    assert errors["sub/a_again"].startswith("duplicate of a (image)")
+    assert not errors["a"]
