@@ -372,6 +372,9 @@ async def run_items(
         except BadInput as exc:  # from a hook (a model that does not load): not a success
             summary.fatal, bad_input = redact(str(exc)), True
             raise
+        except Exception as exc:  # a bug in a hook or the harness: never a success on disk
+            fatal.append(RuntimeError(f"internal error: {type(exc).__name__}: {exc}"))
+            raise
         finally:
             summary.elapsed_s = round(time.monotonic() - t0, 3)
             summary.items_per_s = (

@@ -243,3 +243,15 @@ def test_sigkill_many_times_then_exactly_one_row_per_item(tmp_path: Path) -> Non
     assert done.returncode == 0
     ids = [r["id"] for r in rows(out)]
     assert sorted(ids) == sorted(f"doc{i}" for i in range(n))
+
+
+def test_a_crash_in_a_hook_is_never_a_success_on_disk(tmp_path: Path) -> None:
+    files = RunFiles.beside(tmp_path / "out.jsonl")
+
+    async def broken_preflight() -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        run(items(2), ok_work, files, before_start=broken_preflight)
+    summary = json.loads(files.summary.read_text(encoding="utf-8"))["summary"]
+    assert summary["exit_code"] == EXIT_FATAL and "internal error: KeyError" in summary["fatal"]
