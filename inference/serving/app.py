@@ -579,16 +579,40 @@ def _build_fastapi(s: Service) -> FastAPI:
                     "overloaded",
                     {"Retry-After": str(limits.retry_after_s)},
                 ) from None
+            cost = opened.cost_pixels
             try:
                 prepared = await s.cpu_call(
                     functools.partial(prepare_opened, fit=fit), opened, options
                 )
+            except BaseException:
+                s.pixel_budget.release(cost)
+                raise
+            # the full-size decode is gone with `opened`; what the model gets stays counted
+            # until the model call has ended (it may outlive this request: see Admission)
+            held = min(cost, prepared.size[0] * prepared.size[1])
+            s.pixel_budget.release(cost - held)
+            del data, opened
+            released = started = False
+
+            def release_held() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    s.pixel_budget.release(held)
+
+            async def work() -> Extraction:
+                nonlocal started
+                started = True
+                try:
+                    return await extractor.aextract(prepared, prompt)
+                finally:
+                    release_held()
+
+            try:
+                result = await s.admission.run_model(ticket, work, deadline_left(request))
             finally:
-                s.pixel_budget.release(opened.cost_pixels)
-            del data, opened  # the decoded full-size image goes with it (unless it is the one)
-            result = await s.admission.run_model(
-                ticket, lambda: extractor.aextract(prepared, prompt), deadline_left(request)
-            )
+                if not started:  # never got a model slot
+                    release_held()
         except TimeoutError:
             raise ApiError(
                 504, f"extraction took over {limits.request_timeout_s:g} s", "timeout"

@@ -133,6 +133,7 @@ def test_a_timed_out_call_keeps_its_slot_until_it_really_ends() -> None:
         # the model still works on it: the slot, the ticket and the thread are all taken
         assert stuck.running == 1
         assert (health["in_flight"], health["abandoned"], health["admitted"]) == (1, 1, 1)
+        assert health["decode_pixels_in_use"] > 0  # the image the model still holds
         # the next request waits for the slot, then times out too (not a second model call)
         assert c.post("/v1/extract", json=body).status_code == 504
         assert stuck.running == 1
@@ -152,4 +153,5 @@ def test_a_timed_out_call_keeps_its_slot_until_it_really_ends() -> None:
             time.sleep(0.05)
         health = c.get("/health").json()
         assert (health["in_flight"], health["abandoned"], health["admitted"]) == (0, 0, 0)
+        assert health["decode_pixels_in_use"] == 0 and health["body_bytes_buffered"] == 0
         assert c.post("/v1/extract", json=body).status_code == 200
