@@ -80,7 +80,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -181,11 +181,10 @@ class EndpointConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "client") -> EndpointConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(d))
+        """Typed and checked by the one config loader (unknown keys name the nearest)."""
+        from data_tools.config import build
+
+        return build(cls, d, source=where)
 
     def resolve_api_key(self) -> str | None:
         return resolve_secret(self.api_key, self.api_key_env)

@@ -106,14 +106,10 @@ class ImageOptions:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ImageOptions:
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"image options: unknown key(s) {unknown}; known: {sorted(known)}")
-        if isinstance(d.get("formats"), list):
-            d["formats"] = tuple(d["formats"])
-        return cls(**d)
+        """Typed and checked by the one config loader (unknown keys name the nearest)."""
+        from data_tools.config import build
+
+        return build(cls, dict(d or {}), source="image options")
 
 
 @dataclass(frozen=True)
