@@ -308,3 +308,29 @@ def test_service_through_the_tiny_model(tiny_model_dir: Path, test_images: list[
         assert chat["kie"]["parse"]["method"] in ("strict", "embedded", "repaired", "failed")
         assert c.post("/v1/extract", json={"image": "!!"}).status_code == 400
         assert c.get("/health").json()["model"].startswith("PaddleOCR-VL-0.9B@")
+
+
+def test_flags_and_set_overrides() -> None:
+    from inference.serve import _parser, config_from_args
+
+    args = _parser().parse_args(
+        [
+            "--config",
+            str(REPO / "configs" / "serve" / "fake.yaml"),
+            "--set",
+            "limits.max_prompt_chars=3000",
+            "--set",
+            "image.formats=[PNG]",
+            "--max-queue",
+            "5",
+            "--port",
+            "9999",
+        ]
+    )
+    cfg = config_from_args(args)
+    assert cfg.limits.max_prompt_chars == 3000 and cfg.limits.max_queue == 5
+    assert cfg.image.formats == ("PNG",) and cfg.port == 9999
+    assert cfg.backend.backend == "fake"
+    bad = _parser().parse_args(["--set", "limits.max_promt_chars=1"])
+    with pytest.raises(ConfigError, match="max_prompt_chars"):
+        config_from_args(bad)
