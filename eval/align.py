@@ -242,9 +242,22 @@ def _item_similarity(
     return sum(_scalar_similarity(ga.get(k, ""), pa.get(k, "")) for k in keys) / len(keys)
 
 
+_LSA: Any = None
+
+
+def _lsa() -> Any:
+    """``scipy.optimize.linear_sum_assignment``, imported on first use (it takes seconds)."""
+    global _LSA
+    if _LSA is None:
+        from scipy.optimize import linear_sum_assignment
+
+        _LSA = linear_sum_assignment
+    return _LSA
+
+
 def warm_up() -> None:
-    """Import scipy's assignment solver now (it takes seconds the first time)."""
-    from scipy.optimize import linear_sum_assignment  # noqa: F401
+    """Import scipy's assignment solver now, before worker processes fork."""
+    _lsa()
 
 
 VECTOR_MIN_PAIRS = 64  # below this many item pairs the per-pair loop is faster (measured)
@@ -346,11 +359,9 @@ def _align_lists(
     g_kinds, p_kinds = [kind(x) for x in g], [kind(x) for x in p]
     gf, pf = [features(x) for x in g], [features(x) for x in p]
     sim = _similarity_matrix(gf, pf, g_kinds, p_kinds)
-    n = min(len(g), len(p))
-    sim[np.arange(n), np.arange(n)] += 1e-9  # prefer keeping positions on ties
-    from scipy.optimize import linear_sum_assignment  # imported on first use (seconds)
-
-    rows, cols = linear_sum_assignment(sim, maximize=True)
+    for k in range(min(len(g), len(p))):
+        sim[k, k] += 1e-9  # prefer keeping positions on ties
+    rows, cols = _lsa()(sim, maximize=True)
     matched_g: set[int] = set()
     matched_p: set[int] = set()
     for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
