@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py [--reps 3] [--skip-ocr]
     python benchmarks/startup.py --det-sizes      # OCR detection size: time and OCR ceiling
+    python benchmarks/startup.py --serve [--python .venv-torch/bin/python]  # time to /health
 
 1. Every CLI (``python -m MODULE --help``) against ``python -c pass``, interleaved, median
    wall time of ``--reps`` runs; then an unknown flag, which must exit 2 as fast.
@@ -12,6 +13,8 @@
    ``../shared/fixtures/vat_invoices``: OCR seconds per page, lines, and the OCR ceiling
    (gold values found in the OCR text, ``eval.ocr_ceiling``); asserts that the engines read
    the same lines at each size.
+4. ``--serve``: ``python -m inference.serve`` on the tiny model (``backend: auto``) until
+   ``/health`` answers, against the time the service itself logs ("ready in X s").
 
 Run it on a quiet machine for absolute numbers; on a shared one read the ratios.
 """
@@ -174,15 +177,58 @@ def bench_det_sizes() -> int:
     return 0 if ok else 1
 
 
+def bench_serve(python: str, reps: int) -> None:
+    import socket
+    import urllib.request
+
+    from training.tiny_model import build_tiny_model
+
+    model = build_tiny_model(REPO / "outputs" / "bench" / "PaddleOCR-VL-0.9B-tiny")
+    for _ in range(reps):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [python, "-m", "inference.serve", "--config", "configs/serve/default.yaml"]
+        cmd += ["--model-dir", str(model), "--port", str(port)]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stderr=subprocess.PIPE, text=True)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(
+                        f"serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}"
+                    )
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.1)
+            ready = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        said = next((ln for ln in err.splitlines() if "ready in" in ln), "")
+        backend = said.split("'backend': '")[1].split("'")[0] if "'backend': '" in said else "?"
+        logged = said.split("ready in ")[1].split(")")[0] if said else "?"
+        print(f"serve ({Path(python).parent.parent.name}, backend auto -> {backend}): "
+              f"/health after {ready:.1f} s; it logged ready in {logged}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip-ocr", action="store_true", help="only the CLIs")
     p.add_argument("--det-sizes", action="store_true", help="OCR detection size study")
     p.add_argument("--image", type=Path, default=INVOICES / "b0.jpg")
+    p.add_argument("--serve", action="store_true", help="time until the service answers")
+    p.add_argument("--python", default=PY, help="interpreter for --serve (.venv-torch/...)")
     args = p.parse_args(argv)
     if args.det_sizes:
         return bench_det_sizes()
+    if args.serve:
+        bench_serve(args.python, args.reps)
+        return 0
     bench_help(args.reps)
     if not args.skip_ocr:
         if not args.image.is_file():

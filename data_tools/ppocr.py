@@ -443,6 +443,7 @@ class RapidOcrPipeline:
             "Global.text_score": 0.0,
             "Global.log_level": "warning",
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,  # as PaddleX (ORT default)
             "Det.model_path": str(det_onnx),
             "Det.limit_side_len": self.limit_side_len,
             "Det.limit_type": self.limit_type,
