@@ -269,3 +269,28 @@ def test_an_image_already_on_the_grid_reaches_the_model_intact() -> None:
             r = c.post("/v1/extract", json={"image": img, "fields": ["发票号码"]})
             assert r.status_code == 200, r.text
             assert r.json()["fields"] == {"发票号码": "(240, 240, 230)"}
+
+
+class Surrogates(Backend):
+    """A model whose output holds a lone surrogate escape and a 5000-digit number."""
+
+    name = "surrogates"
+
+    def _generate(self, image, prompt):  # type: ignore[no-untyped-def]
+        if "发票号码" in prompt:
+            return Generation('{"发票号码": "\\ud800x"}', "stop")
+        return Generation('{"发票号码": ' + "9" * 5000 + "}", "stop")
+
+
+def test_hostile_model_output_is_answered_not_500() -> None:
+    ex = Extractor(Surrogates(GenerationOptions()), image_options=ImageOptions(**SMALL))
+    app, _ = make_service(extractor=ex)
+    with serving(app) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        r = c.post("/v1/extract", json={"image": B64, "fields": ["发票号码"]})
+        assert r.status_code == 200, r.text
+        assert b"\\ud800x" in r.content  # valid JSON: the escape, not broken UTF-8
+        assert r.json()["fields"] == {"发票号码": "\ud800x"}
+        r = c.post("/v1/extract", json={"image": B64, "fields": ["开票日期"]})
+        assert r.status_code == 200
+        assert r.json()["parse"]["method"] == "failed"
+        assert "number literal" in r.json()["parse"]["error"]

@@ -238,6 +238,12 @@ def test_serve_config_file(tmp_path: Path) -> None:
     bad.write_text("limits:\n  max_body: 10\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad.yaml: limits.max_body: unknown key"):
         ServeConfig.load(bad)
+    with pytest.raises(ConfigError, match="max_decode_pixels"):
+        ServeConfig.from_dict(
+            {"image": {"max_image_pixels": 200_000_000}, "limits": {"max_decode_pixels": 1000}}
+        )
+    with pytest.raises(ConfigError, match="max_buffered_body_bytes"):
+        ServeConfig.from_dict({"limits": {"max_buffered_body_bytes": 2048}})
 
 
 # ---------------------------------------------------------------- load
