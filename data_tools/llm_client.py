@@ -85,6 +85,7 @@ from typing import Any
 
 import httpx
 
+from data_tools.compat import async_timeout
 from data_tools.config import redact, redact_url
 from data_tools.runner import FatalError
 
@@ -237,6 +238,7 @@ class ChatResult:
     model: str
     attempt_latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    logprobs: dict[str, Any] | None = None  # the choice's ``logprobs`` when asked for
 
 
 # ---------------------------------------------------------------- message helpers
@@ -387,7 +389,7 @@ class AsyncChatClient:
         """The model ids of the first base URL (``GET /models``, ``timeout_s`` in all)."""
         base = self._urls[0]
         try:
-            async with asyncio.timeout(self.config.timeout_s):
+            async with async_timeout(self.config.timeout_s):
                 resp = await self._pools[0].get(base + "/models", auth=self._auth_for(0))
         except TimeoutError:
             raise httpx.ReadTimeout(
@@ -467,7 +469,7 @@ class AsyncChatClient:
                     if isinstance(result, str):
                         errors.append(self.scrub(result))
                     else:
-                        text, finish, usage, used_model = result
+                        text, finish, usage, used_model, logprobs = result
                         now = time.monotonic()
                         return ChatResult(
                             text=text,
@@ -479,6 +481,7 @@ class AsyncChatClient:
                             model=used_model,
                             attempt_latency_s=now - t_attempt,
                             errors=errors,
+                            logprobs=logprobs,
                         )
                 elif status in FATAL_STATUSES:
                     raise FatalLLMError(
@@ -522,7 +525,7 @@ class AsyncChatClient:
         i = min(range(len(self._pools)), key=self._busy.__getitem__)  # least busy pool
         self._busy[i] += 1
         try:
-            async with asyncio.timeout(deadline):
+            async with async_timeout(deadline):
                 # .post reads the whole body before it returns, so the deadline covers it all
                 return await self._pools[i].post(
                     url, json=payload, timeout=timeout, auth=self._auth_for(url_index)
@@ -533,7 +536,7 @@ class AsyncChatClient:
     @staticmethod
     def _parse_ok(
         resp: httpx.Response, base: str
-    ) -> tuple[str, str | None, dict[str, Any], str] | str:
+    ) -> tuple[str, str | None, dict[str, Any], str, dict[str, Any] | None] | str:
         """The answer of a 200, or a reason string when the envelope is malformed."""
         try:
             data = resp.json()
@@ -544,11 +547,13 @@ class AsyncChatClient:
                 text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
             if text is None:
                 text = ""
+            logprobs = choice.get("logprobs")
             return (
                 str(text),
                 choice.get("finish_reason"),
                 dict(data.get("usage") or {}),
                 str(data.get("model", "")),
+                logprobs if isinstance(logprobs, dict) else None,
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             return f"malformed 200 response ({type(e).__name__}: {e}) at {base}"

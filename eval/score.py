@@ -340,7 +340,7 @@ def score_files(
 
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "gold": str(gold_path) if gold_path else None,
         "n_gold_docs": len(gold),
         "schema": settings.schema,

@@ -78,6 +78,6 @@ class OcrCache:
             "config": self.config,
             "lines": [ln.to_dict() for ln in lines],
             "ocr_s": round(ocr_s, 4),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_text(self._path(sha), json.dumps(entry, ensure_ascii=False) + "\n")

@@ -60,6 +60,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from data_tools.compat import async_timeout
 from data_tools.documents import sniff_kind
 from data_tools.llm_client import resolve_secret
 from data_tools.parsing import JsonLimitError, ParseLimits, loads_bounded
@@ -225,7 +226,7 @@ class Guard:
                 return
             reserved = want
             try:
-                async with asyncio.timeout(self.limits.body_timeout_s):
+                async with async_timeout(self.limits.body_timeout_s):
                     body, too_large = await self._read_body(receive)
             except TimeoutError:
                 await self._reject(

@@ -16,6 +16,7 @@ from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 import httpx
 
+from data_tools.compat import async_timeout
 from inference.serving.config import Limits, UrlPolicy
 
 
@@ -118,7 +119,7 @@ async def fetch_image_url(url: str, policy: UrlPolicy, max_bytes: int) -> bytes:
 async def download(url: str, timeout_s: float, max_bytes: int) -> bytes:
     """GET `url` within `timeout_s` in total (a server dripping bytes cannot stretch it)."""
     try:
-        async with asyncio.timeout(timeout_s):
+        async with async_timeout(timeout_s):  # noqa: SIM117  (the deadline spans the client too)
             async with (
                 httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client,
                 client.stream("GET", url) as resp,
