@@ -155,3 +155,34 @@ def test_a_timed_out_call_keeps_its_slot_until_it_really_ends() -> None:
         assert (health["in_flight"], health["abandoned"], health["admitted"]) == (0, 0, 0)
         assert health["decode_pixels_in_use"] == 0 and health["body_bytes_buffered"] == 0
         assert c.post("/v1/extract", json=body).status_code == 200
+
+
+def test_health_answers_while_huge_bodies_are_handled() -> None:
+    app, _ = make_service()
+    huge = {"image": B64, "prompt": "OCR:" + "票" * 2_500_000}  # 7.5 MB of UTF-8
+
+    async def scenario() -> tuple[list[int], float]:
+        async with httpx.AsyncClient(base_url=s.url, timeout=60) as c:
+            done = asyncio.Event()
+            slowest = 0.0
+
+            async def poll() -> None:
+                nonlocal slowest
+                async with httpx.AsyncClient(base_url=s.url, timeout=30) as h:
+                    while not done.is_set():
+                        t0 = time.perf_counter()
+                        assert (await h.get("/health")).status_code == 200
+                        slowest = max(slowest, time.perf_counter() - t0)
+                        await asyncio.sleep(0.02)
+
+            poller = asyncio.create_task(poll())
+            rs = await asyncio.gather(*(c.post("/v1/extract", json=huge) for _ in range(6)))
+            done.set()
+            await poller
+            return [r.status_code for r in rs], slowest
+
+    with serving(app) as s:
+        statuses, slowest = asyncio.run(scenario())
+    print(f"\n/health slowest while 6 x 7.5 MB bodies were handled: {slowest:.3f} s")
+    assert statuses == [413] * 6
+    assert slowest < 2.0, slowest  # the event loop was never blocked for long
