@@ -211,3 +211,25 @@ def test_transformers_backend_in_the_torch_env(
     assert d["backend"] == "transformers"
     assert d["usage"]["completion_tokens"] <= 12
     assert d["finish_reason"] in ("stop", "length")
+
+
+def test_auto_backend_is_paddlex_on_cpu_in_the_paddle_env(tiny_model_dir: Path) -> None:
+    """No torch here: `auto` runs PaddleX, with the CPU attention patch in place."""
+    from inference.backends import make_backend, paddlex_attention
+
+    backend = make_backend(BackendConfig(model_dir=str(tiny_model_dir), max_new_tokens=4))
+    try:
+        assert backend.name == "paddlex"
+        assert paddlex_attention.is_applied()
+    finally:
+        backend.close()
+        paddlex_attention.revert()
+
+
+@pytest.mark.skipif(not TORCH_PY.exists(), reason="no .venv-torch (make setup-torch)")
+def test_auto_backend_is_transformers_on_cpu_in_the_torch_env(
+    tiny_model_dir: Path, test_images: list[Path]
+) -> None:
+    d = _run_in(TORCH_PY, "auto", tiny_model_dir, test_images[0], [])
+    _assert_report(d)
+    assert d["backend"] == "transformers"
