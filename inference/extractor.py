@@ -141,6 +141,7 @@ class Extraction:
     model_image_size: tuple[int, int] = (0, 0)  # (width, height) the model saw
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # what the backend adds (Generation.info)
+    confidence: dict[str, Any] | None = None  # per-leaf, from token log-probabilities
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -157,7 +158,17 @@ class Extraction:
             "model_image_size": list(self.model_image_size),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             **({"info": self.info} if self.info else {}),
+            **({"confidence": self.confidence} if self.confidence is not None else {}),
         }
+
+
+def _confidence(gen: Generation, fields: Any) -> dict[str, Any] | None:
+    """Per-leaf confidence of the parsed fields from the generation's token log-probabilities."""
+    if not gen.token_logprobs or fields is None:
+        return None
+    from data_tools.confidence import leaf_confidence
+
+    return leaf_confidence(gen.text, gen.token_logprobs, fields).to_dict()
 
 
 class Extractor:
@@ -244,6 +255,7 @@ class Extractor:
             model_image_size=prepared.size,
             timings=timings,
             info=dict(gen.info),
+            confidence=_confidence(gen, parsed.value),
         )
 
     # ------------------------------------------------------------ calls

@@ -284,6 +284,7 @@ def prediction_row(
         stage_latency_s=stage,
         page=job.page,
         validation=validation_dict(extraction.fields, schema, request=extraction.request),
+        confidence=extraction.confidence,
         info=info or None,
     )
 

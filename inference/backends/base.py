@@ -34,12 +34,16 @@ class Generation:
     usage: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # backend-specific, for the row's `info`
+    # the generated tokens with their log-probabilities (data_tools.confidence.TokenLogprob),
+    # when the options ask for them and the backend can give them
+    token_logprobs: list[Any] | None = None
 
 
 @dataclass
 class GenerationOptions:
     max_new_tokens: int = 1024
     temperature: float = 0.0
+    logprobs: bool = False  # ask for token log-probabilities (per-field confidence)
 
 
 class Backend:

@@ -32,6 +32,7 @@ class BackendConfig:
     model_name: str = MODEL_NAME
     device: str = "cpu"
     max_new_tokens: int = 2048
+    confidence: bool = False  # token log-probabilities → per-field confidence (openai: the server's logprobs option)
     endpoint: EndpointConfig | None = None
     ocr: OcrSettings = field(default_factory=OcrSettings)
     llm: LlmPrompting = field(default_factory=LlmPrompting)
@@ -50,7 +51,7 @@ class BackendConfig:
 
 def make_backend(cfg: BackendConfig) -> Backend:
     """Build the backend `cfg.backend` (raises `BackendUnavailable` with what to do)."""
-    options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)
+    options = GenerationOptions(max_new_tokens=cfg.max_new_tokens, logprobs=cfg.confidence)
     if cfg.backend == "auto":
         from inference.backends.auto import resolve
 

@@ -54,6 +54,7 @@ class EndpointBackend(Backend):
                 messages,
                 max_tokens=self.options.max_new_tokens,
                 temperature=self.options.temperature,
+                extra_body={"logprobs": True} if self.options.logprobs else None,
             )
         except FatalLLMError as e:
             raise BackendUnavailable(str(e)) from e
@@ -64,6 +65,8 @@ class EndpointBackend(Backend):
 
     @staticmethod
     def generation(result: ChatResult, model: str, **info: Any) -> Generation:
+        from data_tools.confidence import tokens_from_openai
+
         completion = result.usage.get("completion_tokens")
         return Generation(
             text=result.text,
@@ -72,6 +75,7 @@ class EndpointBackend(Backend):
             usage={**result.usage, "attempts": result.attempts},
             model=model,
             info=info,
+            token_logprobs=tokens_from_openai(result.logprobs),
         )
 
     def generate(self, image: Image.Image, prompt: str) -> Generation:

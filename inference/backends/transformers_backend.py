@@ -75,18 +75,38 @@ class TransformersBackend(Backend):
                 return_tensors="pt",
                 images_kwargs={"min_pixels": w * h, "max_pixels": w * h},
             ).to(self.device)
+            want_scores = self.options.logprobs
             with torch.inference_mode():
                 out = self.model.generate(
                     **inputs,
                     max_new_tokens=self.options.max_new_tokens,
                     do_sample=False,
+                    **(
+                        {"output_scores": True, "return_dict_in_generate": True}
+                        if want_scores
+                        else {}
+                    ),
+                )
+                sequences = out.sequences if want_scores else out
+                # log-probability of each chosen token (greedy: the step's max after softmax)
+                scores = (
+                    self.model.compute_transition_scores(
+                        out.sequences, out.scores, normalize_logits=True
+                    )[0].tolist()
+                    if want_scores
+                    else None
                 )
         except Exception as e:
             raise BackendError(f"transformers generate failed: {type(e).__name__}: {e}") from e
-        new = out[0, inputs["input_ids"].shape[1] :].tolist()
+        new = sequences[0, inputs["input_ids"].shape[1] :].tolist()
         stopped = bool(new) and new[-1] in self._eos
         if stopped:
             new = new[:-1]
+        tokens = None
+        if scores is not None:
+            from data_tools.confidence import tokens_from_ids
+
+            tokens = tokens_from_ids(self.processor.tokenizer, new, scores[: len(new)])
         n = len(new) + (1 if stopped else 0)
         finish = "stop" if stopped or n < self.options.max_new_tokens else "length"
         decoded = self.processor.decode(new, skip_special_tokens=True)
@@ -99,6 +119,7 @@ class TransformersBackend(Backend):
                 "completion_tokens": n,
             },
             model=self.model_name,
+            token_logprobs=tokens,
         )
 
     def close(self) -> None:

@@ -213,6 +213,36 @@ def test_transformers_backend_in_the_torch_env(
     assert d["finish_reason"] in ("stop", "length")
 
 
+LOGPROBS = """
+import json, sys
+from inference.backends import BackendConfig, make_backend
+from inference.imaging import ImageOptions, prepare_image
+model_dir, image = sys.argv[1:3]
+backend = make_backend(
+    BackendConfig(backend="transformers", model_dir=model_dir, max_new_tokens=12, confidence=True)
+)
+img = prepare_image(image, ImageOptions(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)).image
+gen = backend.generate(img, 'OCR:{"发票号码":""}')
+tokens = [[t.text, t.logprob] for t in gen.token_logprobs]
+print("RESULT " + json.dumps({"text": gen.text, "tokens": tokens}, ensure_ascii=False))
+"""
+
+
+@pytest.mark.skipif(not TORCH_PY.exists(), reason="no .venv-torch (make setup-torch)")
+def test_transformers_backend_gives_token_logprobs(
+    tiny_model_dir: Path, test_images: list[Path]
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [str(TORCH_PY), "-c", LOGPROBS, str(tiny_model_dir), str(test_images[0])],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(r.stdout.split("RESULT ", 1)[1])
+    assert d["tokens"] and "".join(t for t, _ in d["tokens"]) == d["text"]  # they spell it
+    assert all(lp <= 1e-6 for _, lp in d["tokens"])  # log-probabilities
+
+
 def test_auto_backend_is_paddlex_on_cpu_in_the_paddle_env(tiny_model_dir: Path) -> None:
     """No torch here: `auto` runs PaddleX, with the CPU attention patch in place."""
     from inference.backends import make_backend, paddlex_attention

@@ -271,3 +271,23 @@ def test_duplicates_in_a_batch_are_flagged(images: Path, tmp_path: Path) -> None
     errors = {r[0].value: r[3].value for r in ws.iter_rows(min_row=2)}
     assert errors["sub/a_again"].startswith("duplicate of a (image)")
     assert not errors["a"]
+
+
+def test_confidence_per_field_from_the_servers_logprobs(images: Path, tmp_path: Path) -> None:
+    from tests.support.openai_stub import StubReply
+
+    def responder(body: dict) -> StubReply:
+        text = '{"发票号码": "04518212"}'
+        # the number is uncertain (one token at p = 0.5), the rest certain
+        tokens = [('{"发票号码": "', 0.0), ("04518212", -0.6931), ('"}', 0.0)]
+        return StubReply(text, token_logprobs=tokens)
+
+    out = tmp_path / "pred.jsonl"
+    args = ["--backend", "openai", "--input", str(images / "a.png"), "--out", str(out)]
+    args += ["--no-progress", "--query", "发票号码", "backend.confidence=true", *SMALL]
+    with OpenAIStub(responder) as stub:
+        assert main([*args, "--server-url", stub.base_url]) == 0
+        (req,) = [r.body for r in stub.requests if r.body]
+    assert req["logprobs"] is True
+    (row,) = _rows(out)
+    assert row["confidence"]["leaves"]["发票号码"] == pytest.approx(0.5, abs=1e-3)
