@@ -20,7 +20,8 @@ Public API (stable; other modules build on it):
 - :func:`create_ocr`: the OCR engine by name. ``engine="rapidocr"`` (default for the
   offline models on CPU) runs the same ONNX files through RapidOCR's loader, set up like
   PaddleOCR's pipeline (same detection size, thresholds and normalisation): no Paddle
-  import, so it is ready in about a second instead of ~20 (``benchmarks/startup.py``).
+  import: import + model load 7.2 s vs 36.1 s for PaddleOCR on the loaded 2-core machine
+  (x5; ``benchmarks/startup.py``), same lines, boxes and ceiling, scores within 1e-4.
   ``engine="paddleocr"`` is :func:`create_paddleocr`. Both return an object whose
   ``predict(image)`` yields ``rec_texts`` / ``rec_scores`` / ``rec_polys`` for :func:`ocr_lines`.
 - :func:`models_fingerprint`: sha256 of the ONNX model files (content, not dates): part of
@@ -38,8 +39,12 @@ that its shorter side is at least ``limit_side_len`` (``limit_type="min"``) or i
 side at most ``limit_side_len`` (``"max"``), then rounded to multiples of 32. PaddleOCR's
 default (``64, "min"``; :data:`DET_LIMIT_SIDE_LEN`, :data:`DET_LIMIT_TYPE`) keeps a photo
 at full resolution (PaddleX caps the longer side at 4,000 px). ``960, "max"`` is faster
-and may miss small print; the measured effect on time and the OCR ceiling is in the
-README (``benchmarks/startup.py --det-sizes``).
+and may miss small print. Measured with ``benchmarks/startup.py --det-sizes`` on the three
+real invoices (2104x1560 photos), 2 shared cores under heavy load (load average ~9, so
+read the ratios): default 238 lines, OCR ceiling 82/88 gold values; ``960, "max"`` 226
+lines, ceiling 81/88, in 0.62x (RapidOCR) / 0.80x (PaddleOCR) of the time. Both engines
+read the same lines at both sizes. (PaddleX's single-model ``TextDetection``, used by
+:func:`create_text_detector`, defaults to ``960, "max"`` from ``inference.yml``.)
 
 Example::
 
