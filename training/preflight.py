@@ -544,9 +544,14 @@ def check_steps(
             )
     epochs = float(r.config.get("num_train_epochs", 1) or 1)
     plan = r.trainer.samples_per_step(r, stats.samples_per_pack if stats else None)
-    computed = max(1, math.ceil(samples * epochs / plan.samples_per_step))
+    computed = r.trainer.total_steps(samples, epochs, plan.samples_per_step)
     per_epoch = max(1, math.ceil(samples / plan.samples_per_step))
     how = f"{samples} samples x {epochs:g} epochs / ({plan.formula}) = {computed}"
+    if computed != max(1, math.ceil(samples * epochs / plan.samples_per_step)):
+        how = (
+            f"{epochs:g} epochs x {per_epoch} steps each ({samples} samples / ({plan.formula}), "
+            f"the last batch of an epoch short) = {computed}"
+        )
     if stats is not None:
         tokens_per_step = stats.mean_tokens * plan.samples_per_step
         findings.append(

@@ -279,3 +279,14 @@ def test_executable_is_found_beside_train_py(tmp_path: Path, monkeypatch) -> Non
     exe.unlink()
     tools = [f for f in ek.preflight(r, str(python)) if f.check == "tools"]
     assert tools and "make setup-train-erniekit" in tools[0].message
+
+
+def test_transformers_steps_round_each_epoch_up() -> None:
+    """transformers' Trainer keeps each epoch's short last batch: 57 samples at 2 a step
+    are 29 steps an epoch, 174 for 6 epochs (171 would stop 0.1 epoch short)."""
+    r = load_recipe(RECIPES / "transformers_cpu_tiny.yaml")
+    findings, computed, _ = check_steps(r, 57)
+    assert computed == 174
+    assert "6 epochs x 29 steps each" in findings[-1].message
+    # the Paddle tools read one stream: the epochs are consecutive (ceil(57 * 6 / 2))
+    assert load_recipe(RECIPES / "cpu_tiny.yaml").trainer.total_steps(57, 6, 2) == 171

@@ -16,6 +16,7 @@ A trainer says:
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -135,6 +136,15 @@ class Trainer:
             g * batch * accum,
             f"devices {g} x per_device_train_batch_size {batch} x gradient_accumulation_steps {accum}",
         )
+
+    def total_steps(self, samples: int, epochs: float, per_step: float) -> int:
+        """Optimizer steps for `epochs` passes over `samples` at `per_step` samples a step.
+
+        The Paddle tools read their data as one stream (`num_samples_each_epoch`), so the
+        epochs are simply consecutive; a trainer whose data loader restarts each epoch and
+        keeps its last short batch (transformers) overrides this.
+        """
+        return max(1, math.ceil(samples * epochs / per_step))
 
     def packing(self, recipe: Recipe) -> tuple[int, int] | None:
         """(max_seq_len, max samples per pack) when the tool packs samples; None otherwise."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,12 @@ class TransformersTrainer(Trainer):
 
     def extra_keys(self) -> dict[str, str]:
         return own_keys()
+
+    def total_steps(self, samples: int, epochs: float, per_step: float) -> int:
+        """transformers' Trainer: each epoch ends with its short last batch,
+        ceil(samples / per_step) steps, so `epochs` of them (as its own max_steps for
+        `num_train_epochs`)."""
+        return max(1, math.ceil(epochs * math.ceil(samples / per_step)))
 
     def validate(self, recipe: Recipe) -> None:
         super().validate(recipe)
