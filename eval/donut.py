@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -146,6 +146,7 @@ class DonutTree:
     texts: list[str]  # label with every "<leaf>" removed (leaves only; "" otherwise)
     lmd: list[int]
     keyroots: list[int]
+    flat: list[tuple[str, Any]] = field(default_factory=list)  # ``flatten`` of the same value
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -168,20 +169,21 @@ def build_tree(normalized: Any) -> DonutTree:
     """
     labels: list[str] = []
     lmd: list[int] = []
+    flat: list[tuple[str, Any]] = []  # what ``flatten`` gives for the same value
     append_label, append_lmd = labels.append, lmd.append
 
-    def visit(data: Any, label: str) -> int:
+    def visit(data: Any, label: str, path: str) -> int:
         """Append the subtree's nodes in post-order; return its leftmost leaf index."""
         first = -1
         if isinstance(data, dict):
             for key, value in data.items():
-                left = visit(value, key)
+                left = visit(value, key, f"{path}.{key}" if path else key)
                 if first < 0:
                     first = left
         elif isinstance(data, list):
             if all(isinstance(item, dict) for item in data):
                 for item in data:
-                    left = visit(item, "<subtree>")
+                    left = visit(item, "<subtree>", path)
                     if first < 0:
                         first = left
             else:
@@ -189,6 +191,7 @@ def build_tree(normalized: Any) -> DonutTree:
                 for idx, item in enumerate(data, start):
                     append_label(f"{LEAF}{item}")
                     append_lmd(idx)
+                    flat.append((path, item))
                 if data:
                     first = start
         else:
@@ -198,7 +201,7 @@ def build_tree(normalized: Any) -> DonutTree:
         append_lmd(idx if first < 0 else first)
         return idx if first < 0 else first
 
-    visit(normalized, "<root>")
+    visit(normalized, "<root>", "")
     last_with_lmd: dict[int, int] = {}
     for i, left in enumerate(lmd):
         last_with_lmd[left] = i
@@ -207,7 +210,7 @@ def build_tree(normalized: Any) -> DonutTree:
         lb.replace(LEAF, "") if leaf else "" for lb, leaf in zip(labels, leaf_flags, strict=True)
     ]
     is_leaf = np.array(leaf_flags, dtype=bool)
-    return DonutTree(labels, is_leaf, texts, lmd, sorted(last_with_lmd.values()))
+    return DonutTree(labels, is_leaf, texts, lmd, sorted(last_with_lmd.values()), flat)
 
 
 def update_costs(a: DonutTree, b: DonutTree) -> np.ndarray:
@@ -278,15 +281,17 @@ def donut_nted_accuracy(pred: Any, gold: Any, *, compiled: bool | None = None) -
 
 def donut_scores(pred: Any, gold: Any) -> tuple[DonutF1Counts, float]:
     """F1 counts and nTED accuracy of one document, normalising each side once."""
-    p, g = normalize_dict(pred), normalize_dict(gold)
-    fp, fg = flatten(p), flatten(g)
+    pred_tree, gold_tree = build_tree(normalize_dict(pred)), build_tree(normalize_dict(gold))
+    fp, fg = pred_tree.flat, gold_tree.flat  # flatten() of the normalised values (tested)
     tp = sum((Counter(fp) & Counter(fg)).values())
-    return DonutF1Counts(tp, len(fp), len(fg)), _nted_normalized(p, g, None)
+    return DonutF1Counts(tp, len(fp), len(fg)), _nted_trees(pred_tree, gold_tree, None)
 
 
 def _nted_normalized(pred: Any, gold: Any, compiled: bool | None) -> float:
-    gold_tree = build_tree(gold)
-    pred_tree = build_tree(pred)
+    return _nted_trees(build_tree(pred), build_tree(gold), compiled)
+
+
+def _nted_trees(pred_tree: DonutTree, gold_tree: DonutTree, compiled: bool | None) -> float:
     # TED(<root> alone, gold) = inserting every gold node but the root.
     denom = int(gold_tree.node_cost[:-1].sum())
     if denom == 0:

@@ -128,3 +128,13 @@ def test_compiled_update_costs_equal_the_numpy_ones(a: object, b: object) -> Non
 
     ta, tb = build_tree(normalize_dict(a)), build_tree(normalize_dict(b))
     assert (update_costs_compiled(ta, tb) == update_costs(ta, tb)).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_VALUES | DOCS)
+def test_tree_flat_is_flatten(value: object) -> None:
+    """The (key path, value) pairs collected while building the tree are ``flatten``'s."""
+    from eval.donut import build_tree, flatten, normalize_dict
+
+    normalized = normalize_dict(value)
+    assert build_tree(normalized).flat == flatten(normalized)
