@@ -1,6 +1,8 @@
-"""The CPU demo run (configs/train/cpu_tiny.yaml) end to end, with its numbers.
+"""A CPU tiny-model recipe end to end, with its numbers (default configs/train/cpu_tiny.yaml).
 
     python benchmarks/train_cpu.py [--keep DIR] [key=value ...]
+    python benchmarks/train_cpu.py --config configs/train/transformers_cpu_tiny.yaml \
+        --train-py .venv-torch/bin/python            # the PyTorch route
 
 Builds the tiny PaddleOCR-VL model and the synthetic dataset in a temporary dir (or
 --keep DIR), trains with `python -m training.train`, and prints steps, s/step,
@@ -23,6 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", type=Path, help="work dir to keep (default: a temp dir)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "configs/train/cpu_tiny.yaml",
+        help="a CPU recipe with data_root/model_dir/run_dir variables",
+    )
+    parser.add_argument(
+        "--train-py", default=sys.executable, help="the Python that trains (TRAIN_PY)"
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. num_train_epochs=2")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -35,11 +46,11 @@ def main() -> int:
         model = build_tiny_model(work / "model")
         t_model = time.monotonic() - t0
         cmd = [
-            sys.executable,
+            args.train_py,
             "-m",
             "training.train",
             "--config",
-            str(REPO / "configs/train/cpu_tiny.yaml"),
+            str(args.config),
             f"model_dir={model}",
             f"data_root={work / 'data'}",
             f"run_dir={work / 'run'}",
