@@ -51,3 +51,40 @@ def test_no_launcher_name_is_tested_outside_the_trainers() -> None:
             ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+def test_adding_a_trainer_is_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module dropped beside the others registers itself; recipes can then name it."""
+    import training.trainers as registry
+    from training.recipe import load_recipe
+
+    (tmp_path / "echo.py").write_text(
+        "from training.trainers import register\n"
+        "from training.trainers.base import Trainer\n\n\n"
+        "@register\n"
+        "class EchoTrainer(Trainer):\n"
+        "    name = 'echo'\n"
+        "    title = 'prints its config'\n"
+        "    devices = ('cpu',)\n\n"
+        "    def command(self, recipe, config_path, python):\n"
+        "        return ['cat', str(config_path)], {}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(registry, "__path__", [*registry.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    try:
+        assert "echo" in trainer_names()
+        recipe = tmp_path / "echo.yaml"
+        recipe.write_text(
+            "launcher: echo\ndevice: cpu\nconfig:\n  model_name_or_path: m\n"
+            "  output_dir: o\n  fine_tuning: Full\n",
+            encoding="utf-8",
+        )
+        r = load_recipe(recipe, cwd=tmp_path)
+        assert r.trainer.name == "echo"
+        assert r.trainer.command(r, Path("c.yaml"), "python") == (["cat", "c.yaml"], {})
+    finally:
+        import sys
+
+        sys.modules.pop("training.trainers.echo", None)
