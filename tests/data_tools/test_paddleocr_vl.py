@@ -99,5 +99,4 @@ def test_no_other_file_spells_the_model_name() -> None:
                 for node in ast.walk(tree)
                 if isinstance(node, ast.Constant) and node.value in paddleocr_vl.MODEL_NAMES
             ]
-    # inference/predict.py is being rewritten by the lead; it adopts the constant there
-    assert [o for o in offenders if not o.startswith("inference/predict.py")] == []
+    assert offenders == []
