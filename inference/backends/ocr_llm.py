@@ -61,11 +61,14 @@ USER_TEMPLATE = "OCR 文本：\n{ocr_text}\n\nJSON 模板：\n{skeleton}"
 
 @dataclass
 class OcrSettings:
-    """The OCR stage (``ocr:`` block of a predict / serve / baseline config)."""
+    """The OCR stage (``ocr:`` block of a predict / serve config)."""
 
+    engine: str = "auto"  # auto | rapidocr | paddleocr (auto: rapidocr where it can run)
     preset: str = "small-onnx"  # small-onnx | server
     device: str = "cpu"
     cpu_threads: int | None = None
+    limit_side_len: int | None = None  # detection size (data_tools.ppocr); None: full size
+    limit_type: str | None = None  # "min" | "max"
     cache_dir: str | None = "outputs/ocr_cache"  # None or "": no cache
     model_cache_dir: str | None = None  # where the PaddleX model dirs are built
     options: dict[str, Any] = field(default_factory=dict)  # passed to PaddleOCR(...)
@@ -73,17 +76,36 @@ class OcrSettings:
     def __post_init__(self) -> None:
         if self.preset not in ("small-onnx", "server"):
             raise ValueError(f"ocr.preset must be 'small-onnx' or 'server', got {self.preset!r}")
+        if self.engine not in ("auto", "rapidocr", "paddleocr"):
+            raise ValueError(
+                f"ocr.engine must be 'auto', 'rapidocr' or 'paddleocr', got {self.engine!r}"
+            )
+
+    @property
+    def resolved_engine(self) -> str:
+        """RapidOCR (same ONNX models, same lines, loads in a fraction of the time) where it
+        can run: the offline small models on CPU without PaddleOCR options."""
+        if self.engine != "auto":
+            return self.engine
+        on_cpu = self.device.split(":")[0].lower() == "cpu"
+        return (
+            "rapidocr"
+            if self.preset == "small-onnx" and on_cpu and not self.options
+            else "paddleocr"
+        )
 
     def identity(self) -> dict[str, Any]:
-        """What determines the OCR output: the cache key's configuration part."""
-        ident: dict[str, Any] = {"preset": self.preset, "options": self.options, "version": 2}
-        try:
-            from data_tools.ppocr import models_fingerprint  # the ONNX files' hash
+        """What determines the OCR output: the cache key's configuration part. The engine is
+        not in it: both read the same lines from the same models (benchmarks/startup.py)."""
+        from data_tools.ppocr import models_fingerprint
 
-            ident["models"] = models_fingerprint() if self.preset == "small-onnx" else "hub"
-        except ImportError:  # an older data_tools.ppocr without a fingerprint
-            pass
-        return ident
+        return {
+            "preset": self.preset,
+            "options": self.options,
+            "det": [self.limit_side_len, self.limit_type],
+            "models": models_fingerprint() if self.preset == "small-onnx" else "hub",
+            "version": 3,
+        }
 
 
 @dataclass
@@ -125,7 +147,7 @@ def pixels_sha256(image: Image.Image) -> str:
 
 
 class PaddleOcrEngine:
-    """PaddleOCR, created on first use (loading takes seconds); one call at a time."""
+    """The PP-OCR engine (RapidOCR or PaddleOCR), created on first use; one call at a time."""
 
     def __init__(self, settings: OcrSettings) -> None:
         self.settings = settings
@@ -133,16 +155,19 @@ class PaddleOcrEngine:
         self._lock = threading.Lock()
 
     def __call__(self, image: Image.Image) -> list[Any]:
-        from data_tools.ppocr import create_paddleocr, ocr_lines
+        from data_tools.ppocr import create_ocr, ocr_lines
 
         with self._lock:
             if self._ocr is None:
                 s = self.settings
-                self._ocr = create_paddleocr(
+                self._ocr = create_ocr(
+                    s.resolved_engine,
                     preset=s.preset,
                     device=s.device,
                     cpu_threads=s.cpu_threads,
                     cache_dir=s.model_cache_dir,
+                    limit_side_len=s.limit_side_len,
+                    limit_type=s.limit_type,
                     **s.options,
                 )
             bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
