@@ -12,7 +12,8 @@ and invented keys, currency signs, reordered items, fenced or broken JSON.
 ``--compare REV`` copies ``eval/`` of that revision (``git archive``) to a temporary
 folder and times it and the working tree's scorer in alternation, each in a fresh process
 on the same files (the rest of the tree, ``data_tools`` included, is shared), then prints
-the median of each and their ratio. The load average is printed with every timing: this
+the median of each and their ratio, in wall time and in CPU time (the process and its
+workers, imports included: steadier than wall time on a loaded machine). The load average is printed with every timing: this
 runs on shared machines.
 
 Donut nTED: ours vs a faithful pure-Python copy of Donut's code
@@ -210,35 +211,41 @@ def archive(rev: str, into: Path) -> Path:
     return into
 
 
-def child(code: Path, args: argparse.Namespace, gold: Path, pred: Path) -> tuple[float, str]:
+def child(code: Path, args: argparse.Namespace, gold: Path, pred: Path) -> tuple[float, float, str]:
     cmd = [sys.executable, __file__, "--code", str(code), "--files", str(gold), str(pred)]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    m = re.search(r"elapsed_s=([\d.]+) (.*)", out)
+    m = re.search(r"elapsed_s=([\d.]+) cpu_s=([\d.]+) (.*)", out)
     if not m:
         raise RuntimeError(f"no timing in the output of {cmd}:\n{out}")
-    return float(m.group(1)), m.group(2)
+    return float(m.group(1)), float(m.group(2)), m.group(3)
 
 
 def compare(args: argparse.Namespace, gold: Path, pred: Path) -> None:
     with tempfile.TemporaryDirectory() as d:
         old = archive(args.compare, Path(d))
         times: dict[str, list[float]] = {"new": [], "old": []}
+        cpu: dict[str, list[float]] = {"new": [], "old": []}
         results: dict[str, str] = {}
         for r in range(args.repeats):
             for label, code in (
                 (("new", REPO), ("old", old)) if r % 2 == 0 else (("old", old), ("new", REPO))
             ):
-                elapsed, result = child(code, args, gold, pred)
+                elapsed, cpu_s, result = child(code, args, gold, pred)
                 times[label].append(elapsed)
+                cpu[label].append(cpu_s)
                 results[label] = result
-                print(f"  run {r + 1} {label}: {elapsed:.2f} s ({load()})", flush=True)
-        new, old_t = statistics.median(times["new"]), statistics.median(times["old"])
-        print(
-            f"A/B {args.docs} documents, median of {args.repeats}: working tree {new:.2f} s, "
-            f"{args.compare} {old_t:.2f} s -> ratio new/old {new / old_t:.2f}"
-        )
+                print(
+                    f"  run {r + 1} {label}: {elapsed:.2f} s wall, {cpu_s:.2f} s CPU ({load()})",
+                    flush=True,
+                )
+        for what, d_ in (("wall", times), ("CPU (process + workers)", cpu)):
+            new, old_t = statistics.median(d_["new"]), statistics.median(d_["old"])
+            print(
+                f"A/B {args.docs} documents, {what}, median of {args.repeats}: working tree "
+                f"{new:.2f} s, {args.compare} {old_t:.2f} s -> ratio new/old {new / old_t:.2f}"
+            )
         print(f"  same overall metrics: {results['new'] == results['old']}")
 
 
@@ -257,9 +264,14 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     if args.code:  # a child of --compare: time one scorer, print one line
         sys.path.insert(0, str(args.code))
+        import resource
+
         elapsed, o = time_scorer(*args.files, args.workers)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # imports included
         keys = ("f1", "kie_accuracy", "donut_nted_accuracy", "anls_star", "exact_match")
-        print(f"elapsed_s={elapsed:.3f} " + json.dumps({k: o[k] for k in keys}))
+        print(f"elapsed_s={elapsed:.3f} cpu_s={cpu_s:.3f} " + json.dumps({k: o[k] for k in keys}))
         return 0
 
     with tempfile.TemporaryDirectory() as d:
