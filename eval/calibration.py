@@ -185,6 +185,10 @@ def calibration_from_rows(
     n_val = n_pass = 0
     d_tp = d_fp = d_fn = f_tp = f_fp = f_fn = 0
     for row in rows:
+        if not isinstance(row.get("confidence"), Mapping) and not isinstance(
+            row.get("validation"), Mapping
+        ):
+            continue  # nothing to judge it for (and judging every row costs seconds)
         gold = gold_fields.get(str(row.get("id")))
         if gold is None:
             continue
