@@ -72,3 +72,30 @@ def test_no_json_value_crashes_the_scorer(gold: dict, value: object, method: str
         assert set(view) == set(SAMPLE_STATS)
         for k in ("kie_acc", "nted_acc", "anls_star", "doc_f1"):
             assert 0.0 <= view[k] <= 1.0, k
+
+
+def test_worker_processes_give_the_serial_scores() -> None:
+    """The pool path (warm-up in the parent, forked workers, chunks) scores exactly as one
+    process does."""
+    import random
+
+    from eval.scoring import score_samples
+
+    rng = random.Random(0)
+    samples = []
+    for i in range(120):
+        gold = {
+            "发票号码": str(i),
+            "货物或应税劳务、服务": [{"名称": "a", "金额": f"{j}.00"} for j in range(3)],
+        }
+        pred = json.loads(json.dumps(gold))
+        if rng.random() < 0.5:
+            pred["发票号码"] = "x"
+        rng.shuffle(pred["货物或应税劳务、服务"])
+        samples.append(Sample(id=f"d{i}", prompt="OCR:{}", gold=gold, value=pred, method="strict"))
+    serial = score_samples(samples, CTX, workers=1, chunk_size=25)
+    pooled = score_samples(samples, CTX, workers=2, chunk_size=25)
+    assert [s.stats for s in pooled.scores] == [s.stats for s in serial.scores]
+    assert {k: v.stats for k, v in pooled.fields.items()} == {
+        k: v.stats for k, v in serial.fields.items()
+    }
