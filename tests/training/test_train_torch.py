@@ -170,3 +170,36 @@ def test_dry_run_of_the_torch_recipe_needs_no_torch(tmp_path: Path, capsys) -> N
     )
     assert rc == 2
     assert "did you mean 'learning_rate'" in capsys.readouterr().err
+
+
+@needs_torch
+@pytest.mark.slow
+def test_lora_trains_the_language_model_only_and_saves_merged_weights(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """fine_tuning=LoRA (peft): only the language model's projections change, and the run
+    saves full weights under the hub's names (merged, no lora_* tensors) that export reads."""
+    run_dir = tmp_path / "run"
+    done = train(
+        f"run_dir={run_dir}",
+        f"data_root={tmp_path / 'data'}",
+        f"model_dir={tiny_model_dir}",
+        "fine_tuning=LoRA",
+        "lora_rank=4",
+        "learning_rate=1e-2",
+        "max_steps=3",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "saved the merged LoRA model" in done.stdout + done.stderr
+    trained = export.read_safetensors(run_dir / "checkpoints" / "model.safetensors")
+    base = export.load_weights(export.weight_files(tiny_model_dir, "model"))
+    assert not [k for k in trained if "lora" in k]
+    assert set(trained) <= set(base)
+    changed = sorted(k for k in trained if trained[k].data != base[k].data)
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert changed and all(
+        k.startswith("model.layers.") and k.split(".")[-2] in projections for k in changed
+    ), changed
+    assert export.export(run_dir / "checkpoints", tiny_model_dir, tmp_path / "model")["kind"] == (
+        "full"
+    )
