@@ -567,7 +567,7 @@ class Labeler:
             "image_sent": {"width": st.width, "height": st.height, "bytes": len(st.data)}
             | ({"shrunk": st.shrunk} if st.shrunk else {}),
             "needs_review": bool(reasons),
-            "labeled_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "labeled_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         if qa is not None:
             meta["qa"] = qa.to_dict()
