@@ -554,11 +554,13 @@ def check_steps(
         )
     if stats is not None:
         tokens_per_step = stats.mean_tokens * plan.samples_per_step
+        exact = samples / plan.samples_per_step  # a stream's epochs need not end on a step
+        per_epoch_text = f"{per_epoch}" if computed == epochs * per_epoch else f"{exact:.2f}"
         findings.append(
             Finding(
                 "info",
                 "steps",
-                f"{per_epoch} steps per epoch, about {tokens_per_step:,.0f} tokens per step",
+                f"{per_epoch_text} steps per epoch, about {tokens_per_step:,.0f} tokens per step",
             )
         )
     warmup = r.config.get("warmup_steps")

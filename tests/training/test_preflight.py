@@ -231,7 +231,7 @@ def test_full_page_invoices_get_real_packs_and_steps(
     by_check = {f.check: f for f in result.findings}
     assert by_check["packing"].level == "warning"
     assert "4.00 samples per pack (packing_size 8)" in by_check["packing"].message
-    assert "steps per epoch" in by_check["steps"].message
+    assert "1.25 steps per epoch" in by_check["steps"].message  # 40 / 32: a stream
     assert "max_steps=auto -> 3" in by_check["max_steps"].message
     # each step sees 8 packs of 4 samples: 2 epochs need 80 samples / 32 = 2.5 steps
     assert result.max_steps * 8 * stats.samples_per_pack >= 40 * 2
