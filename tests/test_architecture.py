@@ -29,6 +29,7 @@ KERNEL = {
     "data_tools.paddleocr_vl",
     "data_tools.runner",
     "data_tools.llm_client",
+    "data_tools.compat",
 }
 
 #: package -> the packages of ours it may import
