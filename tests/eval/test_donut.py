@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eval.donut import (
     build_tree,
@@ -138,3 +139,17 @@ def test_tree_flat_is_flatten(value: object) -> None:
 
     normalized = normalize_dict(value)
     assert build_tree(normalized).flat == flatten(normalized)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pred=JSON_VALUES | DOCS, gold=DOCS, same=st.booleans())
+def test_donut_scores_equal_the_separate_metrics(pred: object, gold: dict, same: bool) -> None:
+    """``donut_scores`` (one normalisation per side, a shortcut for equal trees) gives what
+    ``donut_f1_counts`` and ``donut_nted_accuracy`` give."""
+    from eval.donut import donut_f1_counts, donut_scores
+
+    if same:
+        pred = json.loads(json.dumps(gold))
+    counts, nted = donut_scores(pred, gold)
+    assert counts == donut_f1_counts(pred, gold)
+    assert nted == donut_nted_accuracy(pred, gold)
