@@ -217,3 +217,56 @@ def test_header_over_the_pixel_limit_is_refused_before_decoding() -> None:
     data = png_bomb(9000, 9000)
     with pytest.raises(ImageTooLarge, match="81000000 pixels"):
         open_image(data, ImageOptions(max_image_pixels=64_000_000))
+
+
+def _pattern(size: tuple[int, int]) -> Image.Image:
+    rng = np.random.default_rng(sum(size))
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "fit", "source"),
+    [
+        ("PNG", (168, 112), True, "bytes"),  # on the grid: no resize (the service's case)
+        ("PNG", (168, 112), True, "path"),
+        ("PNG", (168, 112), True, "opened"),  # the caller's own Image.open result
+        ("JPEG", (301, 199), False, "bytes"),  # a backend that ignores pixels: no resize
+    ],
+    ids=["png-bytes", "png-path", "png-caller-image", "jpeg-bytes-no-fit"],
+)
+def test_prepared_image_outlives_the_opened_source(
+    tmp_path: Path, fmt: str, size: tuple[int, int], fit: bool, source: str
+) -> None:
+    """No resize must not mean the model gets the file-backed object Pillow opened: closing
+    the OpenedImage (or the caller's image) and dropping the bytes leaves it readable."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import ImageFile
+
+    from inference.imaging import open_image, prepare_opened
+
+    buf = io.BytesIO()
+    _pattern(size).save(buf, format=fmt)
+    data = buf.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    path = tmp_path / f"a.{fmt.lower()}"
+    path.write_bytes(data)
+    src: bytes | Path | Image.Image = {
+        "bytes": data,
+        "path": path,
+        "opened": Image.open(path),
+    }[source]
+    options = ImageOptions(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    opened = open_image(src, options, draft=fit)
+    prepared = prepare_opened(opened, options, fit=fit)
+    assert prepared.size == size  # still no needless resize
+    assert not isinstance(prepared.image, ImageFile.ImageFile)
+    opened.close()  # what the service did until c7dded2; a caller's `with` block does it too
+    del opened, src, data, buf
+    gc.collect()
+    with ThreadPoolExecutor(1) as pool:  # the model call runs in a worker thread
+        got = pool.submit(lambda: np.asarray(prepared.image.convert("RGB"))).result()
+    assert np.array_equal(got, expected)
+    loaded = load_image(path)
+    assert not isinstance(loaded, ImageFile.ImageFile) and loaded.size == size
