@@ -68,6 +68,23 @@ def find_executable(name: str, python: str | None = None) -> str | None:
     return shutil.which(name)
 
 
+def reports_to_tensorboard(config: dict[str, Any], findings: list[Finding]) -> bool:
+    """Does the tool config log to TensorBoard (what `training.summary` reads)? A warning
+    in `findings` when it does not."""
+    report_to = config.get("report_to", [])
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "tensorboard" in report_to:
+        return True
+    findings.append(
+        Finding(
+            "warning",
+            "tools",
+            "report_to has no tensorboard: python -m training.summary reads TensorBoard logs",
+        )
+    )
+    return False
+
+
 class Trainer:
     """One launcher. Subclasses set the class attributes and override what differs."""
 

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 from data_tools.paddleocr_vl import PADDLEFORMERS_STAGE, PADDLEFORMERS_TEMPLATE
 from training.trainers import register
-from training.trainers.base import Finding, RecipeError, Trainer, find_executable
+from training.trainers.base import (
+    Finding,
+    RecipeError,
+    Trainer,
+    find_executable,
+    reports_to_tensorboard,
+)
 from training.trainers.keylist import dataclass_keys
 
 if TYPE_CHECKING:
@@ -94,17 +100,11 @@ class PaddleFormersTrainer(Trainer):
             findings += cpu or [
                 Finding("ok", "device", "CPU route (PaddleFormers launcher run in-process)")
             ]
-        report_to = c.get("report_to", [])
-        report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
-        if "tensorboard" not in report_to:
-            findings.append(
-                Finding(
-                    "warning",
-                    "tools",
-                    "report_to has no tensorboard: python -m training.summary reads TensorBoard logs",
-                )
-            )
-        elif recipe.device == "cpu" and importlib.util.find_spec("tensorboard") is None:
+        if (
+            reports_to_tensorboard(c, findings)
+            and recipe.device == "cpu"
+            and importlib.util.find_spec("tensorboard") is None
+        ):
             # tensorboardX, or training.pf_compat's shim over tensorboard's event writer
             findings.append(
                 Finding(

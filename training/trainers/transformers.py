@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.trainers import register
-from training.trainers.base import Finding, RecipeError, Trainer, find_executable
+from training.trainers.base import (
+    Finding,
+    RecipeError,
+    Trainer,
+    find_executable,
+    reports_to_tensorboard,
+)
 from training.trainers.keylist import dataclass_keys
 
 if TYPE_CHECKING:
@@ -121,16 +127,7 @@ class TransformersTrainer(Trainer):
             )
         else:
             findings.append(Finding("ok", "tools", "torch, transformers (PaddleOCR-VL) importable"))
-        report_to = recipe.config.get("report_to", [])
-        report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
-        if "tensorboard" not in report_to:
-            findings.append(
-                Finding(
-                    "warning",
-                    "tools",
-                    "report_to has no tensorboard: python -m training.summary reads TensorBoard logs",
-                )
-            )
+        reports_to_tensorboard(recipe.config, findings)
         if recipe.n_devices > 1 and find_executable("torchrun", python) is None:
             findings.append(Finding("error", "tools", f"torchrun is not beside {python}"))
         return findings
