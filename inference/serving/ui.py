@@ -224,6 +224,20 @@ def ui_router(
 
     # ------------------------------------------------------------ extract
 
+    async def acquire_pixels(request: Request, pixels: int) -> int:
+        """Reserve `pixels` (at most the whole budget) of the service's decode budget within
+        the request's deadline; 503 when it stays full. Returns what to release."""
+        budget = service.pixel_budget
+        cost = min(pixels, budget.total)
+        left = max(0.0, request.scope["state"]["deadline"] - time.monotonic())
+        try:
+            await budget.acquire(cost, left)
+        except BudgetTimeout:
+            raise _api_error(
+                503, "busy: images being decoded are at the pixel limit; retry later", "overloaded"
+            ) from None
+        return cost
+
     async def image_preview(request: Request, data: bytes) -> tuple[dict[str, Any], str]:
         """Page info and a preview of an uploaded image (decoded within the pixel budget,
         JPEGs at a reduced size)."""
@@ -234,14 +248,7 @@ def ui_router(
                 return im.size
 
         w, h = await service.cpu_call(size)
-        cost = min(w * h, budget.total)
-        left = max(0.0, request.scope["state"]["deadline"] - time.monotonic())
-        try:
-            await budget.acquire(cost, left)
-        except BudgetTimeout:
-            raise _api_error(
-                503, "busy: images being decoded are at the pixel limit; retry later", "overloaded"
-            ) from None
+        cost = await acquire_pixels(request, w * h)
         try:
 
             def work() -> str:
@@ -261,14 +268,7 @@ def ui_router(
         """Render one PDF/OFD page (holding its pixels in the service's decode budget):
         the page, its PNG for the model, its preview."""
         budget = service.pixel_budget
-        cost = min(options.max_pixels, budget.total)
-        left = max(0.0, request.scope["state"]["deadline"] - time.monotonic())
-        try:
-            await budget.acquire(cost, left)
-        except BudgetTimeout:
-            raise _api_error(
-                503, "busy: images being decoded are at the pixel limit; retry later", "overloaded"
-            ) from None
+        cost = await acquire_pixels(request, options.max_pixels)
         try:
 
             def work() -> tuple[Page, bytes, str]:
