@@ -111,6 +111,7 @@ class PredictConfig:
     image: ImageSettings = field(default_factory=ImageSettings)
     pages: str | None = None  # PDF / OFD pages to read, 1-based ("1", "1,3-4"); None: all
     max_pages: int = 20  # refuse longer documents (select pages to read them)
+    review_threshold: float | None = None  # fields under this confidence go to review
     retry_failed: bool = False
     limit: int | None = None
     progress: bool = True
@@ -385,6 +386,41 @@ def report_duplicates(predictions: Path, jobs: Sequence[Job] = ()) -> int:
     return len(dups)
 
 
+# ---------------------------------------------------------------- review routing
+def review_path(predictions: Path) -> Path:
+    return predictions.with_name(predictions.name.removesuffix(".jsonl") + ".review.jsonl")
+
+
+def review_reasons(row: dict[str, Any], threshold: float | None = None) -> list[str]:
+    """Why a prediction row should be looked at by a person: a failed validation rule, or
+    (with `threshold`) a field whose confidence is below it."""
+    reasons = [
+        f"validation {f.get('rule')}: {f.get('message')}"
+        for f in (row.get("validation") or {}).get("failed", [])
+    ]
+    leaves = (row.get("confidence") or {}).get("leaves") or {}
+    if threshold is not None:
+        low = sorted(k for k, v in leaves.items() if v is not None and v < threshold)
+        if low:
+            reasons.append(f"confidence below {threshold:g}: {', '.join(low)}")
+    return reasons
+
+
+def route_review(predictions: Path, threshold: float | None = None) -> int:
+    """Write ``<stem>.review.jsonl``: one line per document (page) to review, with its
+    reasons (failed validation; fields under the confidence `threshold`). Returns the count."""
+    by_id: dict[str, list[str]] = {}
+    if predictions.exists():
+        for _, row in read_jsonl(predictions):
+            reasons = review_reasons(row, threshold)
+            if reasons:
+                by_id.setdefault(str(row.get("id")), []).extend(reasons)
+    write_jsonl_atomic(
+        review_path(predictions), [{"id": i, "reasons": r} for i, r in sorted(by_id.items())]
+    )
+    return len(by_id)
+
+
 # ---------------------------------------------------------------- the Excel report
 
 
@@ -407,10 +443,12 @@ def _schema_columns(schema: Schema | None) -> list[str]:
     return [".".join(k for k in path if k != "[]") for path in schema.leaf_paths()]
 
 
-def _status(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
+def _status(
+    rows: list[dict[str, Any]], review_threshold: float | None = None
+) -> tuple[str, list[str]]:
     errors: list[str] = []
     worst = "ok"
-    rank = {"ok": 0, "repaired": 1, "truncated": 2, "failed": 3, "error": 4}
+    rank = {"ok": 0, "review": 1, "repaired": 2, "truncated": 3, "failed": 4, "error": 5}
     for row in rows:
         parse = row.get("parse") or {}
         method = parse.get("method")
@@ -427,6 +465,9 @@ def _status(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
             errors.append(f"{row.get('prompt')}: JSON repaired ({parse.get('error')})")
         if parse.get("conflicting_duplicate_keys"):
             errors.append(f"duplicate keys {parse['conflicting_duplicate_keys']}")
+        for reason in review_reasons(row, review_threshold):
+            status = max(status, "review", key=rank.__getitem__)
+            errors.append(f"{row.get('prompt')}: {reason}")
         if rank[status] > rank[worst]:
             worst = status
     return worst, errors
@@ -448,7 +489,12 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> int:
+def write_excel(
+    predictions: Path,
+    xlsx: Path,
+    schema: Schema | None = None,
+    review_threshold: float | None = None,
+) -> int:
     """The finance team's report of a predictions file; returns the number of invoices."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, PatternFill
@@ -494,7 +540,7 @@ def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> 
         for k in merged:
             if k not in columns:
                 columns.append(k)
-        status, errors = _status(rows)
+        status, errors = _status(rows, review_threshold)
         if document_id_of(doc_id) in duplicate_of:
             errors = [duplicate_of[document_id_of(doc_id)], *errors]
         latency = sum(float(r.get("latency_s") or 0) for r in rows)
@@ -507,6 +553,7 @@ def write_excel(predictions: Path, xlsx: Path, schema: Schema | None = None) -> 
     ws.append(header)
     fills = {
         "ok": "C6EFCE",
+        "review": "FFEB9C",
         "repaired": "FFEB9C",
         "truncated": "FFEB9C",
         "failed": "FFC7CE",
@@ -586,6 +633,7 @@ FLAGS: dict[str, str] = {
     "char_density": "image.char_density",
     "limit": "limit",
     "pages": "pages",
+    "review_threshold": "review_threshold",
 }
 
 
@@ -632,6 +680,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout-s", type=float, help="per call (openai, ocr-llm)")
     p.add_argument("--max-attempts", type=int, help="tries per call (openai, ocr-llm)")
+    p.add_argument(
+        "--review-threshold",
+        type=float,
+        help="route documents with a field under this confidence to <out>.review.jsonl "
+        "(with backend.confidence=true); failed validation always routes",
+    )
     p.add_argument("--pages", help='PDF / OFD pages to read, 1-based: "1" or "1,3-4" (default all)')
     p.add_argument(
         "--retry-failed", action="store_true", help="redo the items in the failures file"
@@ -745,11 +799,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         extractor.close()
     (log.error if summary.exit_code else log.info)("%s", exit_message(summary, "image"))
+    n_review = route_review(out, cfg.review_threshold)
+    if n_review:
+        log.warning(
+            "%d document(s) to review (validation, confidence): %s", n_review, review_path(out)
+        )
     n_dup = report_duplicates(out, jobs)
     if n_dup:
         log.warning("%d document(s) repeat an earlier one: %s", n_dup, duplicates_path(out))
     if cfg.excel:
-        n = write_excel(out, Path(cfg.excel), schema)
+        n = write_excel(out, Path(cfg.excel), schema, cfg.review_threshold)
         log.info("wrote %s (%d invoices)", cfg.excel, n)
     return summary.exit_code
 

@@ -142,7 +142,11 @@ def test_predict_rows_resume_and_excel(images: Path, tmp_path: Path) -> None:
     assert header[:5] == ["id", "image", "status", "errors", "latency_s"]
     assert "发票号码" in header and "购买方.名称" in header  # schema columns
     status = {r[0].value: r[2].value for r in ws.iter_rows(min_row=2)}
-    assert status == {"a": "ok", "broken": "error", "sub/b": "ok"}  # failures are listed
+    errors = {r[0].value: r[3].value for r in ws.iter_rows(min_row=2)}
+    # the fake backend answers every field empty: for OCR:{} the `required` rule fails,
+    # so those invoices go to review; the unreadable image is listed as an error
+    assert status == {"a": "review", "broken": "error", "sub/b": "review"}
+    assert "validation required" in errors["a"]
     assert wb["predictions"].max_row == 5
 
 
@@ -270,7 +274,7 @@ def test_duplicates_in_a_batch_are_flagged(images: Path, tmp_path: Path) -> None
     ws = load_workbook(xlsx)["invoices"]
     errors = {r[0].value: r[3].value for r in ws.iter_rows(min_row=2)}
     assert errors["sub/a_again"].startswith("duplicate of a (image)")
-    assert not errors["a"]
+    assert "duplicate" not in errors["a"]  # the first one seen keeps its place
 
 
 def test_confidence_per_field_from_the_servers_logprobs(images: Path, tmp_path: Path) -> None:
@@ -291,3 +295,33 @@ def test_confidence_per_field_from_the_servers_logprobs(images: Path, tmp_path: 
     assert req["logprobs"] is True
     (row,) = _rows(out)
     assert row["confidence"]["leaves"]["发票号码"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_low_confidence_and_failed_validation_route_to_review(images: Path, tmp_path: Path) -> None:
+    from tests.support.openai_stub import StubReply
+
+    def responder(body: dict) -> StubReply:
+        # 发票代码 must be 10 or 12 digits: 8 digits fails the invoice_code rule
+        text = '{"发票号码": "04518212", "发票代码": "12270242"}'
+        tokens = [
+            ('{"发票号码": "', 0.0), ("04518212", -0.6931), ('", "发票代码": "', 0.0),
+            ("12270242", 0.0), ('"}', 0.0),
+        ]  # fmt: skip
+        return StubReply(text, token_logprobs=tokens)
+
+    out = tmp_path / "pred.jsonl"
+    xlsx = tmp_path / "r.xlsx"
+    args = ["--backend", "openai", "--input", str(images / "a.png"), "--out", str(out)]
+    args += ["--no-progress", "--query", "发票号码,发票代码", "backend.confidence=true", *SMALL]
+    args += ["--review-threshold", "0.9", "--excel", str(xlsx)]
+    with OpenAIStub(responder) as stub:
+        assert main([*args, "--server-url", stub.base_url]) == 0
+    (row,) = _rows(out)
+    assert [f["rule"] for f in row["validation"]["failed"]] == ["invoice_code"]
+    (review,) = _rows(tmp_path / "pred.review.jsonl")
+    assert review["id"] == "a"
+    assert any(r.startswith("validation invoice_code") for r in review["reasons"])
+    assert any(r == "confidence below 0.9: 发票号码" for r in review["reasons"])
+    ws = load_workbook(xlsx)["invoices"]
+    (cells,) = list(ws.iter_rows(min_row=2, values_only=True))
+    assert cells[2] == "review" and "confidence below 0.9" in cells[3]
