@@ -30,7 +30,15 @@ so a reader or a crash sees the old dataset or the new one, never a mix):
     D/val.requests.jsonl one {id, image, prompt} per val prompt: what to ask a model
                          (python -m inference.predict --input D/val.requests.jsonl)
 
-Same inputs and seed → byte-identical files.
+PDF and OFD pages: a record whose `image` is a PDF or OFD file names one page of it
+(`meta.source.page` when present, else `file.pdf#p2` = page 2, plain `file.pdf` = page 1).
+That page is rendered once (`data_tools.documents`, at the model's `max_pixels`) into
+`D/pages/<record id>.png`, published with the rest, and the SFT records, `val.requests.jsonl`
+and `val.labels.jsonl` point at the PNG. A document that cannot be read, or a page it does
+not have, is a bad image (listed; `--skip-bad` leaves it out). Records from pages of one
+document land on the same side of the split.
+
+Same inputs and seed → byte-identical files (rendered pages included).
 """
 
 from __future__ import annotations
@@ -40,10 +48,12 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -56,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.config import ConfigError, load_config
+from data_tools.documents import DOCUMENT_SUFFIXES, DocumentError, DocumentOptions, load_pages
 from data_tools.images import MAX_PIXELS, MIN_PIXELS, BadImageError, check_image, visual_tokens
 from data_tools.jsonl import dumps_line
 from data_tools.prompts import FULL_PROMPT, answer_text, build_prompt, placeholder_for, project
@@ -87,6 +98,9 @@ OUTPUTS = (
     "val.labels.jsonl",
     "val.requests.jsonl",
 )
+PAGES_DIR = "pages"  # D/pages/<record id>.png: the PDF/OFD pages the records point at
+# "file.pdf#p2": page 2 of a document named in a label record's image
+_PAGE_REF = re.compile(r"(.+\.(?:pdf|ofd))#p(\d+)", re.IGNORECASE)
 
 
 @dataclass
@@ -137,6 +151,15 @@ class Sample:
     labels_file: Path
     size: tuple[int, int] | None = None  # (width, height) when checked
     split: str = "train"
+    document: str | None = None  # a PDF/OFD record: the document (absolute); image_abs = its page
+    page: int | None = None  # ... and the 1-based page rendered from it
+    problem: str | None = None  # a page reference that cannot be used (reported as a bad image)
+    source: dict[str, Any] | None = None  # {document, page, n_pages, kind} once rendered
+
+    @property
+    def group(self) -> str:
+        """What the split keeps together: the image, or the whole document of a page."""
+        return self.document or self.image_abs
 
 
 @dataclass
@@ -273,6 +296,31 @@ def _left_out(rec: LabelRecord, cfg: BuildConfig, report: LoadReport) -> bool:
     return False
 
 
+def document_page(rec: LabelRecord) -> tuple[str, int | None, str | None]:
+    """(path, page, problem) of a record's image: page None when it is not a PDF/OFD.
+
+    The page is `meta.source.page` when present, else the `#pN` of `file.pdf#pN`, else 1;
+    `problem` says why the reference cannot be used (a bad page number, or the two
+    disagreeing)."""
+    m = _PAGE_REF.fullmatch(rec.image)
+    path, ref = (m.group(1), int(m.group(2))) if m else (rec.image, None)
+    if not path.lower().endswith(DOCUMENT_SUFFIXES):
+        return rec.image, None, None
+    source = rec.meta.get("source")
+    meta_page = source.get("page") if isinstance(source, dict) else None
+    if meta_page is not None:
+        if isinstance(meta_page, bool) or not isinstance(meta_page, int) or meta_page < 1:
+            problem = f"meta.source.page is {meta_page!r}; give a page number from 1"
+            return path, None, f"{rec.image}: {problem}"
+        if ref is not None and ref != meta_page:
+            problem = f"the image names page {ref} but meta.source.page is {meta_page}"
+            return path, None, f"{rec.image}: {problem}; make them agree"
+        return path, meta_page, None
+    if ref is not None and ref < 1:
+        return path, None, f"{rec.image}: pages are numbered from 1 (write {path}#p1)"
+    return path, ref or 1, None
+
+
 def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> tuple[list[Sample], LoadReport]:
     """Resolved samples, and what was left out (review flags, QA failures)."""
     samples: list[Sample] = []
@@ -288,7 +336,28 @@ def load_samples(labels_files: Sequence[Path], cfg: BuildConfig) -> tuple[list[S
                     f"{lf}: id {rec.id!r} also in {seen_ids[rec.id]}; ids must be unique across files"
                 )
             seen_ids[rec.id] = lf
-            image_abs = os.path.normpath(os.path.join(base, os.path.expanduser(rec.image)))
+            path, page, problem = document_page(rec)
+            image_abs = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+            if page is not None or problem is not None:  # a PDF/OFD: rendered into D/pages
+                if cfg.image_root is not None:
+                    raise ValueError(
+                        f"{lf}: id {rec.id}: {rec.image!r} is a PDF/OFD, whose page is rendered "
+                        "into the dataset folder, not found under --image-root; build on the "
+                        "training machine without --image-root, or label the rendered pages "
+                        "(python -m data_tools.label stores PNGs)"
+                    )
+                samples.append(
+                    Sample(
+                        rec,
+                        image_abs,
+                        image_abs,
+                        lf,
+                        document=image_abs,
+                        page=page,
+                        problem=problem,
+                    )
+                )
+                continue
             try:
                 image_out = _image_out(rec, image_abs, base, cfg.image_root)
             except ValueError as exc:
@@ -317,6 +386,68 @@ def check_samples(samples: list[Sample], workers: int = 4) -> list[str]:
             problems.append(f"{s.labels_file}: id {s.record.id}: {r}")
         else:
             s.size = r
+    return problems
+
+
+def _page_file_name(record_id: str) -> str:
+    """`<record id>.png` where the id is a safe file name, else a cleaned id + its hash."""
+    if re.fullmatch(r"[\w-][\w.-]{0,99}", record_id):
+        return f"{record_id}.png"
+    clean = re.sub(r"[^\w.-]", "_", record_id)[:80].lstrip(".") or "page"
+    return f"{clean}-{hashlib.sha256(record_id.encode()).hexdigest()[:10]}.png"
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def render_pages(
+    samples: list[Sample], write_dir: Path, final_dir: Path, max_pixels: int, workers: int = 4
+) -> list[str]:
+    """Render each distinct (document, page) the PDF/OFD samples name once, as a PNG in
+    `write_dir` (named after the first of its record ids); point the samples at the same
+    name in `final_dir` (where it is published). Returns `file: id: problem` lines."""
+    groups: dict[tuple[str, int], list[Sample]] = {}
+    for s in samples:
+        if s.document is not None and s.page is not None and s.problem is None:
+            groups.setdefault((s.document, s.page), []).append(s)
+    names = {key: _page_file_name(min(s.record.id for s in g)) for key, g in groups.items()}
+    if groups:
+        write_dir.mkdir()
+
+    def render(key: tuple[str, int]) -> tuple[tuple[str, int], dict[str, Any] | str]:
+        doc, number = key
+        options = DocumentOptions(max_pixels=max_pixels, pages=(number,), text_layer=False)
+        try:
+            (page,) = load_pages(doc, options=options)
+        except DocumentError as exc:
+            return key, str(exc)
+        buf = io.BytesIO()
+        page.image.save(buf, "PNG")  # no timestamp chunk: the same page gives the same bytes
+        _write_file(write_dir / names[key], buf.getvalue())
+        return key, {
+            "size": page.image.size,
+            "source": {"document": doc, "page": number, "n_pages": page.n_pages, "kind": page.kind},
+        }
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(pool.map(render, sorted(groups)))
+    if groups:
+        _fsync_dir(write_dir)
+    problems = []
+    for s in samples:
+        if s.document is None:
+            continue
+        key = (s.document, s.page or 0)  # page is set whenever there is no problem
+        r = s.problem if s.problem is not None else results[key]
+        if isinstance(r, str):
+            problems.append(f"{s.labels_file}: id {s.record.id}: {r}")
+            continue
+        s.image_abs = s.image_out = str(final_dir / names[key])
+        s.size, s.source = r["size"], r["source"]
     return problems
 
 
@@ -351,10 +482,10 @@ def assign_source_splits(samples: list[Sample]) -> Counter[str]:
         )
     sides: dict[str, tuple[str, str]] = {}
     for s in samples:
-        prev = sides.setdefault(s.image_abs, (s.split, s.record.id))
+        prev = sides.setdefault(s.group, (s.split, s.record.id))
         if prev[0] != s.split:
             raise ValueError(
-                f"--split source: image {s.image_abs} is in {prev[0]} (id {prev[1]}) and in "
+                f"--split source: image {s.group} is in {prev[0]} (id {prev[1]}) and in "
                 f"{s.split} (id {s.record.id}); one image cannot be on both sides"
             )
     return seen
@@ -390,7 +521,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _ours(name: str) -> bool:
     """An entry the builder writes (or a temp file an older builder left)."""
-    return name in OUTPUTS or (name.startswith(".") and name.endswith(".tmp"))
+    return name in OUTPUTS or name == PAGES_DIR or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def _carry_over(old: Path, new: Path) -> list[str]:
@@ -507,30 +638,53 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
             "left out unless --include-needs-review / --include-qa-failures)"
         )
 
-    bad: list[str] = []
-    if cfg.check_images:
-        bad = check_samples(samples)
-        if bad and not cfg.skip_bad:
-            listing = "\n  ".join(bad[:50]) + ("\n  ..." if len(bad) > 50 else "")
-            raise BadImageError(
-                f"{len(bad)} record(s) with a missing or broken image:\n  {listing}\n"
-                "Fix the paths (relative paths resolve against the labels file's folder) "
-                "or pass --skip-bad to leave these records out."
-            )
-        if bad:
-            log.warning("skipping %d record(s) with bad images (--skip-bad)", len(bad))
-        samples = [s for s in samples if s.size is not None]
-        if not samples:
-            raise BadImageError("every record has a missing or broken image; nothing to build")
+    # pages of PDF/OFD records are rendered into the folder being published
+    final_dir = Path(os.path.realpath(out_dir))
+    with publishing(out_dir) as tmp:
+        stats, outputs = _compose(samples, report, labels_files, cfg, tmp, final_dir)
+        for name, lines in outputs:
+            _write_lines(tmp / name, lines)
+    return stats
+
+
+def _compose(
+    samples: list[Sample],
+    report: LoadReport,
+    labels_files: list[Path],
+    cfg: BuildConfig,
+    tmp: Path,
+    final_dir: Path,
+) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """Check the images, render the document pages into `tmp`; the stats and the
+    (file name, lines) of every output."""
+    images = [s for s in samples if s.document is None]
+    bad: list[str] = check_samples(images) if cfg.check_images else []
+    bad += render_pages(samples, tmp / PAGES_DIR, final_dir / PAGES_DIR, cfg.max_pixels)
+    if bad and not cfg.skip_bad:
+        listing = "\n  ".join(bad[:50]) + ("\n  ..." if len(bad) > 50 else "")
+        raise BadImageError(
+            f"{len(bad)} record(s) with a missing or broken image:\n  {listing}\n"
+            "Fix the paths (relative paths resolve against the labels file's folder; a PDF/OFD "
+            "page is file.pdf#p2 or meta.source.page) or pass --skip-bad to leave these "
+            "records out."
+        )
+    if bad:
+        log.warning("skipping %d record(s) with bad images (--skip-bad)", len(bad))
+    # kept: what was checked or rendered, and the unchecked images under --no-image-check
+    samples = [
+        s for s in samples if s.size is not None or (s.document is None and not cfg.check_images)
+    ]
+    if not samples:
+        raise BadImageError("every record has a missing or broken image; nothing to build")
 
     source_splits: Counter[str] = Counter()
     if cfg.split == "source":
         source_splits = assign_source_splits(samples)
     else:
-        groups = sorted({s.image_abs for s in samples})
+        groups = sorted({s.group for s in samples})
         val_groups = split_groups(groups, cfg.val_ratio, cfg.seed)
         for s in samples:
-            s.split = "val" if s.image_abs in val_groups else "train"
+            s.split = "val" if s.group in val_groups else "train"
 
     fmt = cfg.format
     train_lines: list[str] = []
@@ -575,6 +729,9 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         visual_tokens(h, w, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
         for (w, h) in distinct_sizes.values()
     ]
+    rendered = Counter(
+        src["kind"] for src in {s.image_abs: s.source for s in samples if s.source}.values()
+    )
     stats = {
         "format": fmt,
         "config": {
@@ -594,6 +751,7 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         "images": images,
         "source_splits": dict(sorted(source_splits.items())),
         "skipped_bad_images": bad,
+        "rendered_pages": dict(sorted(rendered.items())),
         "skipped_needs_review": report.needs_review,
         "skipped_qa_failures": report.qa_failures,
         "qa_failed_rules": dict(sorted(report.qa_failed_rules.items())),
@@ -609,22 +767,25 @@ def build(labels_files: Sequence[Path], out_dir: Path, cfg: BuildConfig) -> dict
         "visual_tokens_per_image": _percentiles([float(t) for t in tokens]),
     }
 
-    with publishing(out_dir) as tmp:
-        _write_lines(tmp / "train.jsonl", train_lines)
-        _write_lines(tmp / "val.jsonl", val_lines)
-        _write_lines(tmp / "val.requests.jsonl", request_lines)
-        _write_lines(tmp / "split.json", [dumps_line({"train": train_ids, "val": val_ids})])
+    def gold(s: Sample) -> str:
+        """The val image's label record, image path absolute (a rendered page: its PNG, with
+        where it came from in meta.source)."""
+        rec = dict(s.record.to_dict(), image=s.image_abs)
+        src = s.record.meta.get("source")
+        if s.source is not None and (src is None or isinstance(src, dict)):
+            rec["meta"] = dict(s.record.meta, source={**(src or {}), **s.source})
+        return dumps_line(rec)
+
+    outputs: list[tuple[str, Any]] = [
+        ("train.jsonl", train_lines),
+        ("val.jsonl", val_lines),
+        ("val.requests.jsonl", request_lines),
+        ("split.json", [dumps_line({"train": train_ids, "val": val_ids})]),
         # the gold for scoring predictions on val: its label records, image paths absolute
-        _write_lines(
-            tmp / "val.labels.jsonl",
-            (
-                dumps_line(dict(s.record.to_dict(), image=s.image_abs))
-                for s in samples
-                if s.split == "val"
-            ),
-        )
-        _write_lines(tmp / "stats.json", [json_pretty(stats)])
-    return stats
+        ("val.labels.jsonl", (gold(s) for s in samples if s.split == "val")),
+        ("stats.json", [json_pretty(stats)]),
+    ]
+    return stats, outputs
 
 
 def json_pretty(obj: Any) -> str:
