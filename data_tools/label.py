@@ -3,10 +3,18 @@
     python -m data_tools.label --config configs/label/vat_invoice.yaml [key=value ...]
                                [--retry-failed] [--limit N] [--dry-run]
 
-Images (a folder, a glob, a list file or a YAML list) → ``OUT/labels.jsonl`` (canonical
-records), ``OUT/failures.jsonl`` (image, reason), ``OUT/needs_review.jsonl`` and
-``OUT/summary.json``. Overrides use dotted keys with YAML values:
+Images, PDFs and OFDs (a folder, a glob, a file, a list file or a YAML list) →
+``OUT/labels.jsonl`` (canonical records), ``OUT/failures.jsonl`` (image, reason),
+``OUT/needs_review.jsonl`` and ``OUT/summary.json``. Overrides use dotted keys with YAML values:
 ``client.base_urls=[http://gpu1:8180/v1,http://gpu2:8180/v1] votes=3 concurrency=64``.
+
+Documents: a PDF / OFD gives one item per selected page (``pages``, ``max_pages``; see
+``data_tools.documents``), id ``<doc id>#p<N>``. The page is rendered once, at the model's
+pixel budget, to ``OUT/pages/<doc id>/p<N>.png`` (temp file + rename; a rerun reuses it);
+the record's ``image`` is that PNG and ``meta.source`` says ``{"document", "page",
+"n_pages", "kind"}``, so the dataset builder and the trainers read it like any image
+record. A document that cannot be read is a failure row of stage ``document`` (the reason
+names the file and the page), never an abort.
 
 What happens to one image
 -------------------------
@@ -45,12 +53,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import datetime as dt
 import io
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -61,6 +71,17 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data_tools.config import ConfigError, apply_overrides, build, load_yaml, redact, to_dict
+from data_tools.documents import (
+    DOCUMENT_SUFFIXES,
+    INPUT_SUFFIXES,
+    DocumentError,
+    DocumentOptions,
+    count_pages,
+    find_documents,
+    load_pages,
+    page_id_for,
+    select_pages,
+)
 from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file
 from data_tools.jsonl import dumps_line, read_jsonl, write_jsonl_atomic
 from data_tools.llm_client import (
@@ -99,6 +120,7 @@ LABELS, FAILURES, REVIEW, SUMMARY, LOCK = (
     "summary.json",
     ".label.lock",
 )
+PAGES = "pages"  # rendered PDF / OFD pages: out_dir/pages/<doc id>/p<N>.png
 
 SCHEMA_PROMPTS = [
     "请识别图片中的{doc_name}，按下面的 JSON 模板逐项填写票面上印刷的内容。\n"
@@ -150,6 +172,8 @@ class LabelConfig:
     prompts: list[str] | None = None
     system_prompt: str | None = None
     image_paths: str = "relative"  # "relative" (to out_dir) | "absolute"
+    pages: str | None = None  # PDF / OFD pages to label, 1-based ("1", "1,3-4"); None: all
+    max_pages: int = 20  # refuse longer documents (a failure row; select pages to label them)
     retry_failed: bool = False
     limit: int | None = None
     progress: bool = True
@@ -174,6 +198,16 @@ class LabelConfig:
         prompts = self.prompts or []
         if self.mode == "schema" and any("{skeleton}" not in p for p in prompts):
             raise LabelConfigError("every prompt in schema mode must contain {skeleton}")
+        try:
+            self.document_options()
+        except ValueError as exc:
+            raise LabelConfigError(
+                f"pages / max_pages: {exc} (pages is 1-based, e.g. pages='1' or '1,3-4')"
+            ) from None
+
+    def document_options(self) -> DocumentOptions:
+        """How PDF / OFD pages are selected and rendered (at the model's pixel budget)."""
+        return DocumentOptions(pages=self.pages, max_pages=self.max_pages, text_layer=False)  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> LabelConfig:
@@ -214,8 +248,18 @@ class LabelConfig:
 # ---------------------------------------------------------------- inputs
 @dataclass(frozen=True)
 class ImageItem:
+    """One thing to label: an image file, or page ``page`` of a PDF / OFD at ``path``.
+
+    A page's ``id`` is ``page_id_for(doc_id, page, kind)`` (``doc#pN``); ``error`` is set
+    when the document could not be opened at discovery (the item becomes a failure row)."""
+
     id: str
     path: Path
+    kind: str = "image"  # "image" | "pdf" | "ofd"
+    page: int | None = None  # 1-based page number (documents only)
+    n_pages: int | None = None  # pages in the document (before selection)
+    doc_id: str | None = None  # the document's id (documents only)
+    error: str | None = None  # why the document cannot be read (documents only)
 
 
 def _id_for(path: Path, root: Path) -> str:
@@ -226,29 +270,44 @@ def _id_for(path: Path, root: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
-def discover_images(cfg: LabelConfig) -> list[ImageItem]:
-    """The images named by ``cfg.images``, with unique ids (path below the root, no suffix)."""
+def _doc_kind(path: Path) -> str:
+    """ "pdf" | "ofd" for a document file (by suffix, any case), else "image"."""
+    suffix = path.suffix.lower()
+    return suffix[1:] if suffix in DOCUMENT_SUFFIXES else "image"
+
+
+def discover_images(cfg: LabelConfig, *, documents: bool = False) -> list[ImageItem]:
+    """The images named by ``cfg.images``, with unique ids (path below the root, no suffix).
+
+    With ``documents`` (the labeler; ``label_lines`` reads images only) PDF and OFD files are
+    accepted wherever an image is (folder, glob, file, list file) and give one item per
+    selected page (``cfg.pages`` / ``cfg.max_pages``), id ``doc#pN``. A document that cannot
+    be opened or has too many pages gives one item carrying the reason, so that it ends up in
+    the failures file instead of stopping the run.
+    """
     specs = cfg.images if isinstance(cfg.images, list) else [cfg.images]
+    suffixes = INPUT_SUFFIXES if documents else IMAGE_SUFFIXES
+    what = "image, PDF or OFD" if documents else "image"
     items: list[ImageItem] = []
     for spec in specs:
         spec = str(spec)
         if any(c in spec for c in "*?["):
             base = cfg.path(".")
-            matches = sorted(p for p in base.glob(spec) if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(p for p in base.glob(spec) if p.suffix.lower() in suffixes)
             if not matches:
                 raise LabelConfigError(
-                    f"images: the pattern {spec!r} matches no image under {base}"
+                    f"images: the pattern {spec!r} matches no {what} under {base}"
                 )
             root = base / Path(spec.split("*", 1)[0]).parent
             items += [ImageItem(_id_for(p, root), p) for p in matches]
             continue
         p = cfg.path(spec)
         if p.is_dir():
-            found = find_images(p)
+            found = find_documents(p) if documents else find_images(p)
             if not found:
-                raise LabelConfigError(f"images: no image ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+                raise LabelConfigError(f"images: no {what} ({', '.join(suffixes)}) in {p}")
             items += [ImageItem(_id_for(q, p), q) for q in found]
-        elif is_image_file(p):
+        elif is_image_file(p) or (documents and p.is_file() and _doc_kind(p) != "image"):
             items.append(ImageItem(p.stem, p))
         elif p.is_file() and p.suffix.lower() == ".jsonl":
             for lineno, obj in read_jsonl(p):
@@ -265,22 +324,66 @@ def discover_images(cfg: LabelConfig) -> list[ImageItem]:
                 q = Path(line.split("\t", 1)[0])
                 q = q if q.is_absolute() else p.parent / q
                 if not q.is_file():
-                    raise LabelConfigError(f"{p}:{lineno}: image not found: {q}")
+                    raise LabelConfigError(f"{p}:{lineno}: {what} not found: {q}")
                 items.append(ImageItem(_id_for(q, p.parent), q))
         else:
             raise LabelConfigError(
-                f"images: {p} is neither a folder, an image, a list file nor a glob pattern"
+                f"images: {p} is not a folder, an {what} file, a list file or a glob pattern"
             )
-    seen: dict[str, Path] = {}
+    if documents:
+        items = _expand_documents(items, cfg)
+    seen: dict[str, tuple[Path, int | None]] = {}
     for it in items:
-        if it.id in seen and seen[it.id].resolve() != it.path.resolve():
+        where = (it.path.resolve(), it.page)
+        if it.id in seen and seen[it.id] != where:
             raise LabelConfigError(
-                f"two images get the id {it.id!r}: {seen[it.id]} and {it.path}; "
+                f"two inputs get the id {it.id!r}: {seen[it.id][0]} and {it.path}; "
                 "label them from one root folder or rename one"
             )
-        seen[it.id] = it.path
+        seen[it.id] = where
     unique = {it.id: it for it in items}
     return list(unique.values())
+
+
+def _expand_documents(items: list[ImageItem], cfg: LabelConfig) -> list[ImageItem]:
+    """Each PDF / OFD item → one item per selected page (pages are counted, not rendered)."""
+    options = cfg.document_options()
+    out: list[ImageItem] = []
+    for it in items:
+        kind = _doc_kind(it.path)
+        if kind == "image":
+            out.append(it)
+            continue
+        doc = Path(it.id)
+        if doc.is_absolute() or ".." in doc.parts or not it.id.strip("/"):
+            raise LabelConfigError(
+                f"{it.path}: the id {it.id!r} cannot name a folder under pages/; "
+                "give the document a relative id without '..'"
+            )
+        try:
+            n_pages = count_pages(it.path, options=options)
+            numbers = select_pages(n_pages, options, str(it.path))
+        except (ValueError, OSError) as exc:  # DocumentError, or a reader bug on a hostile file
+            if not isinstance(exc, DocumentError):
+                exc = DocumentError(f"{it.path}: cannot be read ({type(exc).__name__}: {exc})")
+            first = options.pages[0] if options.pages else 1
+            out.append(
+                ImageItem(
+                    page_id_for(it.id, first, kind),
+                    it.path,
+                    kind,
+                    first,
+                    None,
+                    it.id,
+                    error=str(exc),
+                )
+            )
+            continue
+        out += [
+            ImageItem(page_id_for(it.id, n, kind), it.path, kind, n, n_pages, it.id)
+            for n in numbers
+        ]
+    return out
 
 
 # ---------------------------------------------------------------- image encoding
@@ -415,6 +518,7 @@ class Labeler:
         self.counters = Counters()
         self.prompts = build_prompts(cfg, schema)
         self.doc_type = cfg.doc_type or (schema.doc_type if schema else "unknown")
+        self.doc_options = cfg.document_options()
 
     def prompt_for_vote(self, i: int) -> tuple[int, str]:
         """Vote ``i`` uses prompt ``i mod len(prompts)``."""
@@ -511,12 +615,68 @@ class Labeler:
             return str(path.resolve())
         return Path(os.path.relpath(path.resolve(), self.out_dir.resolve())).as_posix()
 
+    def page_png(self, item: ImageItem) -> Path:
+        """Where page ``item.page`` of a document is kept: ``out_dir/pages/<doc id>/p<N>.png``."""
+        return self.out_dir / PAGES / str(item.doc_id) / f"p{item.page}.png"
+
+    def render_page(self, item: ImageItem) -> Path:
+        """The page's PNG, rendered (at the model's pixel budget) unless a previous run left
+        one at least as new as the document; written atomically (temp file + rename).
+        Raises ``DocumentError`` (the message names the file and the page) or ``OSError``."""
+        png = self.page_png(item)
+        try:
+            if png.is_file() and png.stat().st_mtime_ns >= item.path.stat().st_mtime_ns:
+                return png
+        except OSError:
+            pass  # the document is gone: load_pages says so
+        options = dataclasses.replace(self.doc_options, pages=(item.page,))
+        (page,) = load_pages(item.path, doc_id=item.doc_id, options=options)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        tmp = png.with_name(f".{png.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                page.image.save(f, format="PNG")
+                f.flush()
+                if self.cfg.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, png)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return png
+
+    def _document_reason(self, item: ImageItem, msg: str) -> str:
+        page = f"page {item.page}"
+        where = msg if page in msg else f"{msg} ({page} of {item.path})"
+        return (
+            f"{where}; repair or re-export the document (or change pages / max_pages), "
+            "then rerun with --retry-failed"
+        )
+
+    async def _page_image(self, item: ImageItem) -> Path:
+        """The image file to send for ``item``: the image itself, or the rendered page."""
+        if item.kind == "image":
+            return item.path
+        if item.error is not None:
+            raise ImageFailed("document", self._document_reason(item, item.error))
+        try:
+            return await asyncio.to_thread(self.render_page, item)
+        except DocumentError as exc:
+            raise ImageFailed("document", self._document_reason(item, str(exc))) from None
+        except OSError as exc:
+            raise ImageFailed(
+                "document",
+                f"{item.path} page {item.page}: the rendered page cannot be written to "
+                f"{self.page_png(item)} ({exc.strerror or exc}); free disk space or fix the "
+                "permissions of out_dir, then rerun with --retry-failed",
+            ) from None
+
     async def label_one(self, item: ImageItem) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(label record, review row or None); raises ``ImageFailed`` / ``FatalLLMError``."""
         t0 = time.monotonic()
+        image_path = await self._page_image(item)
         try:
             img = await asyncio.to_thread(
-                encode_image, item.path, self.cfg.max_image_side, self.cfg.jpeg_quality
+                encode_image, image_path, self.cfg.max_image_side, self.cfg.jpeg_quality
             )
         except ValueError as exc:
             raise ImageFailed("image", str(exc)) from None
@@ -573,9 +733,16 @@ class Labeler:
             meta["qa"] = qa.to_dict()
         if reasons:
             meta["review_reasons"] = reasons
+        if item.kind != "image":
+            meta["source"] = {
+                "document": self._image_field(item.path),
+                "page": item.page,
+                "n_pages": item.n_pages,
+                "kind": item.kind,
+            }
         rec = LabelRecord(
             id=item.id,
-            image=self._image_field(item.path),
+            image=self._image_field(image_path),
             doc_type=self.doc_type,
             fields=voted.fields,
             meta=meta,
@@ -621,7 +788,7 @@ async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = Non
         ]
         write_jsonl_atomic(review_p, reviews)
 
-    items = [Item.single(it.id, payload=it) for it in discover_images(cfg)]
+    items = [Item.single(it.id, payload=it) for it in discover_images(cfg, documents=True)]
     own_client = client is None
     client = client or AsyncChatClient(cfg.client)
     labeler = Labeler(cfg, client, schema)
@@ -633,9 +800,10 @@ async def label_images(cfg: LabelConfig, *, client: AsyncChatClient | None = Non
         try:
             rec, review = await labeler.label_one(image)
         except ImageFailed as exc:
-            raise ItemFailed(
-                exc.stage, exc.reason, image=labeler._image_field(image.path)
-            ) from None
+            where: dict[str, Any] = {"image": labeler._image_field(image.path)}
+            if image.kind != "image":
+                where |= {"document": where["image"], "page": image.page}
+            raise ItemFailed(exc.stage, exc.reason, **where) from None
         finally:
             counters.update(
                 calls=c.calls - counters["calls"],
@@ -716,9 +884,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = LabelConfig.from_yaml(args.config, run_overrides(args))
         if args.dry_run:
             schema = load_schema(cfg.schema) if cfg.schema else None
-            items = discover_images(cfg)
+            items = discover_images(cfg, documents=True)
             prompts = build_prompts(cfg, schema)
-            print(f"{len(items)} image(s) → {cfg.path(cfg.out_dir)}")
+            pages = [it for it in items if it.kind != "image"]
+            print(
+                f"{len(items) - len(pages)} image(s), {len(pages)} document page(s) "
+                f"→ {cfg.path(cfg.out_dir)}"
+            )
+            for it in pages:
+                if it.error:
+                    print(f"  cannot be read (will be a failure row): {it.error}")
             print(f"endpoint(s): {redact(cfg.client.base_urls)}  model: {cfg.client.model}")
             for i in range(cfg.votes):
                 j = i % len(prompts)
