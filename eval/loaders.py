@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from data_tools.jsonl import JsonlError, read_jsonl
 from data_tools.prompts import FULL_PROMPT, PromptError, parse_prompt, project
-from data_tools.records import read_labels, resolve_image
+from data_tools.records import read_labels
 
 if TYPE_CHECKING:
     from eval.scoring import Sample
@@ -62,12 +62,22 @@ class GoldDoc:
 def read_gold(path: str | Path) -> dict[str, GoldDoc]:
     """Canonical labels (``labels.jsonl``); ``meta.source`` (or ``meta.dataset``) is the source."""
     out: dict[str, GoldDoc] = {}
+    base = Path(path).resolve().parent  # resolved once, not once per record
     for rec in read_labels(path):
         meta = rec.meta or {}
         source = str(meta.get("source") or meta.get("dataset") or "unknown")
-        image = str(resolve_image(rec.image, path))
+        image = str(_resolve_image(rec.image, base))
         out[rec.id] = GoldDoc(rec.id, rec.fields, rec.doc_type or "unknown", source, image)
     return out
+
+
+def _resolve_image(image: str, base: Path) -> Path:
+    """``data_tools.records.resolve_image(image, labels_path)`` given the resolved folder of
+    the labels file (``Path(labels_path).resolve().parent``)."""
+    p = Path(image).expanduser()
+    if not p.is_absolute():
+        p = base / p
+    return p.resolve()
 
 
 # ---------------------------------------------------------------- limits

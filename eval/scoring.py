@@ -244,6 +244,17 @@ def _score_chunk(args: tuple[list[Sample], ScoringContext]) -> ScoredRun:
     return run
 
 
+# (chunks, ctx) of the ``score_samples`` call in progress: worker processes forked from it
+# read their chunk from here (inherited memory) instead of receiving it pickled
+_SHARED: tuple[list[list[Sample]], ScoringContext] | None = None
+
+
+def _score_shared(index: int) -> ScoredRun:
+    assert _SHARED is not None
+    chunks, ctx = _SHARED
+    return _score_chunk((chunks[index], ctx))
+
+
 def warm_up() -> None:
     """Import and compile what scoring needs (scipy, munkres, numba's DP) once, in this
     process: worker processes forked afterwards inherit it instead of paying seconds each."""
@@ -287,11 +298,21 @@ def score_samples(
                 bar.update(len(c))
             return run
         warm_up()
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(chunks)), mp_context=_pool_context()
-        ) as pool:
-            parts: Iterable[ScoredRun] = pool.map(_score_chunk, [(c, ctx) for c in chunks])
-            for c, part in zip(chunks, parts, strict=True):
-                run.absorb(part)
-                bar.update(len(c))
+        global _SHARED
+        mp_context = _pool_context()
+        _SHARED = (chunks, ctx) if mp_context is not None else None
+        try:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(chunks)), mp_context=mp_context
+            ) as pool:
+                parts: Iterable[ScoredRun]
+                if _SHARED is not None:  # forked workers inherit the chunks: nothing to pickle
+                    parts = pool.map(_score_shared, range(len(chunks)))
+                else:
+                    parts = pool.map(_score_chunk, [(c, ctx) for c in chunks])
+                for c, part in zip(chunks, parts, strict=True):
+                    run.absorb(part)
+                    bar.update(len(c))
+        finally:
+            _SHARED = None
     return run
