@@ -29,14 +29,13 @@ numpy floats, so a gold tree that normalises to nothing gives ``nan`` or ``-inf`
 ``max(0, ...)`` turns both into 0.0 - even for an empty prediction. We keep that: a gold
 answer that is empty after ``normalize_dict`` scores 0.0 nTED accuracy, exactly as Donut.
 
-Speed: strings are compared with rapidfuzz's C Levenshtein, every relabel cost is computed
-once per tree pair, and the Zhang–Shasha DP is compiled by numba when available
-(see ``eval/ted.py``).
+Speed: each tree is turned into integer arrays once; leaf texts are compared with
+rapidfuzz's C Levenshtein, once per leaf pair; the Zhang–Shasha DP, with Donut's relabel
+costs computed inline, is compiled by numba when available (see ``eval/ted.py``).
 """
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +44,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
-from eval.ted import HAVE_NUMBA, tree_edit_distance
+from eval.ted import tree_edit_distance
 
 LEAF = "<leaf>"
 
@@ -137,35 +136,35 @@ def donut_f1(preds: list[Any], golds: list[Any]) -> float:
 
 
 # ---------------------------------------------------------------- trees
+# Non-leaf label -> id, shared by every tree this process builds (equal labels, equal ids);
+# as large as the set of distinct dict keys scored.
+_LABEL_IDS: dict[str, int] = {}
+
+
 @dataclass
 class DonutTree:
-    """A Donut tree in post-order: node labels, leaf flags and texts, lmd, keyroots."""
+    """A Donut tree in post-order, as the arrays ``eval.ted.tree_edit_distance`` takes."""
 
     labels: list[str]
+    lmd: np.ndarray  # int64: leftmost leaf descendant of each node
+    keyroots: np.ndarray  # int64, sorted
     is_leaf: np.ndarray  # bool
-    texts: list[str]  # label with every "<leaf>" removed (leaves only; "" otherwise)
-    lmd: list[int]
-    keyroots: list[int]
+    label: np.ndarray  # int64: a leaf's index in ``texts``; another node's label id
+    node_cost: np.ndarray  # int64: insert/remove cost, a leaf's text length or 1
+    texts: list[str]  # the leaves' texts in post-order (their label with "<leaf>" removed)
     flat: list[tuple[str, Any]] = field(default_factory=list)  # ``flatten`` of the same value
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    @functools.cached_property
-    def text_lengths(self) -> np.ndarray:
-        return np.array([len(t) for t in self.texts], dtype=np.int64)
-
-    @functools.cached_property
-    def node_cost(self) -> np.ndarray:
-        """Insert/remove cost per node: text length for leaves, 1 otherwise."""
-        return np.where(self.is_leaf, self.text_lengths, 1)
 
 
 def build_tree(normalized: Any) -> DonutTree:
     """Donut's ``construct_tree_from_dict`` (on an already normalised value), in post-order.
 
     Children follow ``construct_tree_from_dict``: a dict's keys in order; a list of dicts
-    gives one ``<subtree>`` node per item; any other list gives ``<leaf>item`` nodes.
+    gives one ``<subtree>`` node per item; any other list gives ``<leaf>item`` nodes. A node
+    is a leaf when its label contains ``<leaf>`` (Donut's rule, even for a dict key); its
+    text is the label with every ``<leaf>`` removed.
     """
     labels: list[str] = []
     lmd: list[int] = []
@@ -206,72 +205,42 @@ def build_tree(normalized: Any) -> DonutTree:
     for i, left in enumerate(lmd):
         last_with_lmd[left] = i
     leaf_flags = [LEAF in lb for lb in labels]
-    texts = [
-        lb.replace(LEAF, "") if leaf else "" for lb, leaf in zip(labels, leaf_flags, strict=True)
-    ]
-    is_leaf = np.array(leaf_flags, dtype=bool)
-    return DonutTree(labels, is_leaf, texts, lmd, sorted(last_with_lmd.values()), flat)
-
-
-def update_costs(a: DonutTree, b: DonutTree) -> np.ndarray:
-    """Donut's ``update_cost`` for every node pair, as an (len(a), len(b)) int64 array."""
-    len_a, len_b = a.text_lengths, b.text_lengths
-    la, lb = a.is_leaf, b.is_leaf
-    # non-leaf vs non-leaf: label inequality
-    vocab: dict[str, int] = {}
-    ids_a = np.array([vocab.setdefault(x, len(vocab)) for x in a.labels], dtype=np.int64)
-    ids_b = np.array([vocab.setdefault(x, len(vocab)) for x in b.labels], dtype=np.int64)
-    cost = (ids_a[:, None] != ids_b[None, :]).astype(np.int64)
-    # one side a leaf: 1 + that leaf's length
-    cost[np.ix_(~la, lb)] = 1 + len_b[lb][None, :]
-    cost[np.ix_(la, ~lb)] = 1 + len_a[la][:, None]
-    ia, ib = np.flatnonzero(la), np.flatnonzero(lb)
-    if len(ia) and len(ib):
-        ta = [a.texts[i] for i in ia]
-        tb = [b.texts[j] for j in ib]
-        cost[np.ix_(ia, ib)] = cdist(ta, tb, scorer=Levenshtein.distance, dtype=np.int64)
-    return cost
-
-
-def update_costs_compiled(a: DonutTree, b: DonutTree) -> np.ndarray:
-    """``update_costs`` with the cell loop compiled by numba (same integers; tested)."""
-    from eval.ted import compiled_costs
-
-    n1, n2 = len(a), len(b)
-    vocab: dict[str, int] = {}
-    ids_a = np.array([vocab.setdefault(x, len(vocab)) for x in a.labels], dtype=np.int64)
-    ids_b = np.array([vocab.setdefault(x, len(vocab)) for x in b.labels], dtype=np.int64)
-    ia, ib = np.flatnonzero(a.is_leaf), np.flatnonzero(b.is_leaf)
-    pos_a = np.zeros(n1, dtype=np.int64)
-    pos_b = np.zeros(n2, dtype=np.int64)
-    pos_a[ia] = np.arange(len(ia))
-    pos_b[ib] = np.arange(len(ib))
-    if len(ia) and len(ib):
-        ta = [a.texts[i] for i in ia]
-        tb = [b.texts[j] for j in ib]
-        dist = cdist(ta, tb, scorer=Levenshtein.distance, dtype=np.int64)
-    else:
-        dist = np.zeros((1, 1), dtype=np.int64)
-    out = np.empty((n1, n2), dtype=np.int64)
-    return compiled_costs()(
-        ids_a, ids_b, a.is_leaf, b.is_leaf, a.text_lengths, b.text_lengths, dist, pos_a, pos_b, out
+    texts: list[str] = []
+    label_of: list[int] = []  # a leaf's index in texts; another node's label id
+    cost: list[int] = []
+    ids = _LABEL_IDS
+    for lb, leaf in zip(labels, leaf_flags, strict=True):
+        if leaf:
+            text = lb.replace(LEAF, "")
+            label_of.append(len(texts))
+            texts.append(text)
+            cost.append(len(text))
+        else:
+            label_of.append(ids.setdefault(lb, len(ids)))
+            cost.append(1)
+    return DonutTree(
+        labels,
+        np.array(lmd, dtype=np.int64),
+        np.array(sorted(last_with_lmd.values()), dtype=np.int64),
+        np.array(leaf_flags, dtype=bool),
+        np.array(label_of, dtype=np.int64),
+        np.array(cost, dtype=np.int64),
+        texts,
+        flat,
     )
 
 
 def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | None = None) -> int:
     """Zhang–Shasha distance from ``pred_tree`` to ``gold_tree`` with Donut's costs."""
-    use_numba = HAVE_NUMBA if compiled is None else (compiled and HAVE_NUMBA)
-    costs = update_costs_compiled if use_numba else update_costs
+    a, b = pred_tree, gold_tree
+    if a.texts and b.texts:
+        leaf_dist = cdist(a.texts, b.texts, scorer=Levenshtein.distance, dtype=np.int64)
+    else:
+        leaf_dist = np.zeros((len(a.texts), len(b.texts)), dtype=np.int64)
     return tree_edit_distance(
-        pred_tree.lmd,
-        pred_tree.keyroots,
-        gold_tree.lmd,
-        gold_tree.keyroots,
-        pred_tree.node_cost,
-        gold_tree.node_cost,
-        costs(pred_tree, gold_tree),
-        compiled=compiled,
-    )
+        a.lmd, a.keyroots, b.lmd, b.keyroots, a.node_cost, b.node_cost,
+        a.is_leaf, b.is_leaf, a.label, b.label, leaf_dist, compiled=compiled,
+    )  # fmt: skip
 
 
 def donut_nted_accuracy(pred: Any, gold: Any, *, compiled: bool | None = None) -> float:

@@ -68,8 +68,11 @@ def test_nted_hand_computed() -> None:
 def test_tree_post_order_and_keyroots() -> None:
     t = build_tree(normalize_dict({"a": "x", "bb": ["y", "z"]}))
     assert t.labels == ["<leaf>x", "a", "<leaf>y", "<leaf>z", "bb", "<root>"]
-    assert t.lmd == [0, 0, 2, 3, 2, 0]
-    assert t.keyroots == [3, 4, 5]
+    assert t.lmd.tolist() == [0, 0, 2, 3, 2, 0]
+    assert t.keyroots.tolist() == [3, 4, 5]
+    assert t.texts == ["x", "y", "z"]
+    assert t.node_cost.tolist() == [1, 1, 1, 1, 1, 1]
+    assert t.label[t.is_leaf].tolist() == [0, 1, 2]  # a leaf's label is its index in texts
 
 
 def test_empty_gold_does_not_divide_by_zero() -> None:
@@ -124,11 +127,12 @@ def test_numba_is_used_when_installed() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(a=JSON_VALUES, b=JSON_VALUES)
-def test_compiled_update_costs_equal_the_numpy_ones(a: object, b: object) -> None:
-    from eval.donut import build_tree, normalize_dict, update_costs, update_costs_compiled
+def test_compiled_distance_equals_the_python_loop(a: object, b: object) -> None:
+    from eval.donut import donut_ted
 
     ta, tb = build_tree(normalize_dict(a)), build_tree(normalize_dict(b))
-    assert (update_costs_compiled(ta, tb) == update_costs(ta, tb)).all()
+    assert donut_ted(ta, tb) == donut_ted(ta, tb, compiled=False)
+    assert donut_ted(ta, ta) == 0
 
 
 @settings(max_examples=200, deadline=None)
