@@ -109,22 +109,27 @@ class _DuplicateRecorder:
 
 
 def json_depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed value (iterative: safe for any depth); stops past `limit`."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            children: Any = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        stack.extend((c, d + 1) for c in children)
-    return deepest
+    """Nesting depth of a parsed value (0 for a scalar); walked level by level (iterative:
+    safe for any depth), stopping at the first level past `limit`."""
+    depth = 0
+    level = [value]
+    while level:
+        deeper: list[Any] = []
+        containers = False
+        for v in level:
+            if isinstance(v, dict):
+                deeper.extend(v.values())
+                containers = True
+            elif isinstance(v, list):
+                deeper.extend(v)
+                containers = True
+        if not containers:
+            break
+        depth += 1
+        if depth > limit:
+            break
+        level = deeper
+    return depth
 
 
 def _number_hook(limit: int, kind: type) -> Any:

@@ -64,11 +64,37 @@ class LabelRecord:
         return cls(id=d["id"], image=d["image"], doc_type=doc_type, fields=d["fields"], meta=meta)
 
 
+def _valid_tree(fields: dict[Any, Any]) -> bool:
+    """``validate_fields``'s rules, checked without building paths (iterative, any depth):
+    True when the tree is valid; False sends it to the walk that names the problem."""
+    stack: list[Any] = [fields]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            continue
+        if isinstance(value, dict):
+            for k in value:
+                if type(k) is not str or not k:
+                    return False
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            kinds = {type(v) for v in value}
+            if not kinds <= {str, dict} or len(kinds) > 1:
+                return False
+            if dict in kinds:
+                stack.extend(value)
+        else:
+            return False
+    return True
+
+
 def validate_fields(fields: Any, where: str = "") -> None:
     """Check the value tree: dict at the top; leaves are strings; lists hold all strings or all dicts."""
     prefix = f"{where}: " if where else ""
     if not isinstance(fields, dict):
         raise LabelFormatError(f"{prefix}'fields' must be an object, got {type(fields).__name__}")
+    if _valid_tree(fields):
+        return  # the walk below only runs to name what is wrong, and where
 
     def walk(value: Any, path: str) -> None:
         if isinstance(value, str):

@@ -56,18 +56,29 @@ class GoldDoc:
     fields: dict[str, Any]
     doc_type: str = "unknown"
     source: str = "unknown"
-    image: str = ""  # absolute path: joins old prediction files that carry no record id
+    image: str = ""  # as the labels file writes it: joins old prediction files without ids
+    labels_dir: Path | None = None  # the labels file's resolved folder (relative ``image``)
+
+    def image_path(self) -> str:
+        """The image's absolute, resolved path (``data_tools.records.resolve_image``)."""
+        if not self.image:
+            return ""
+        return str(_resolve_image(self.image, self.labels_dir or Path.cwd()))
 
 
 def read_gold(path: str | Path) -> dict[str, GoldDoc]:
-    """Canonical labels (``labels.jsonl``); ``meta.source`` (or ``meta.dataset``) is the source."""
+    """Canonical labels (``labels.jsonl``); ``meta.source`` (or ``meta.dataset``) is the source.
+
+    Image paths are resolved only when a prediction row needs them (``GoldDoc.image_path``):
+    rows are joined by id, and resolving 10,000 paths costs a system call each.
+    """
     out: dict[str, GoldDoc] = {}
     base = Path(path).resolve().parent  # resolved once, not once per record
     for rec in read_labels(path):
         meta = rec.meta or {}
         source = str(meta.get("source") or meta.get("dataset") or "unknown")
-        image = str(_resolve_image(rec.image, base))
-        out[rec.id] = GoldDoc(rec.id, rec.fields, rec.doc_type or "unknown", source, image)
+        doc_type = rec.doc_type or "unknown"
+        out[rec.id] = GoldDoc(rec.id, rec.fields, doc_type, source, rec.image, base)
     return out
 
 
@@ -98,25 +109,28 @@ class Limits:
         return None
 
     def check_value(self, value: Any) -> str | None:
-        """The first limit ``value`` breaks (iterative walk, stops at the limit), or None."""
+        """The first limit ``value`` breaks, or None: a walk level by level (iterative, any
+        depth) that stops at the first level past either limit."""
         leaves = 0
-        stack: list[tuple[Any, int]] = [(value, 1)]
-        while stack:
-            v, depth = stack.pop()
-            if isinstance(v, dict | list):
-                if self.max_depth and depth > self.max_depth:
-                    return (
-                        f"prediction nests deeper than max_depth={self.max_depth}; scored as {{}}"
-                    )
-                children = v.values() if isinstance(v, dict) else v
-                stack.extend((c, depth + 1) for c in children)
-            else:
-                leaves += 1
-                if self.max_leaves and leaves > self.max_leaves:
-                    return (
-                        f"prediction has more than max_leaves={self.max_leaves:,} leaves; "
-                        "scored as {}"
-                    )
+        depth = 0
+        level = [value]
+        while level:
+            depth += 1
+            deeper: list[Any] = []
+            containers = 0
+            for v in level:
+                if isinstance(v, dict):
+                    deeper.extend(v.values())
+                    containers += 1
+                elif isinstance(v, list):
+                    deeper.extend(v)
+                    containers += 1
+            leaves += len(level) - containers
+            if self.max_leaves and leaves > self.max_leaves:
+                return f"prediction has more than max_leaves={self.max_leaves:,} leaves; scored as {{}}"
+            if containers and self.max_depth and depth > self.max_depth:
+                return f"prediction nests deeper than max_depth={self.max_depth}; scored as {{}}"
+            level = deeper
         return None
 
 
@@ -252,7 +266,7 @@ def read_prediction_file(
     if not path.is_file():
         raise InputError(f"prediction file not found: {path}")
     by_key: dict[tuple[str, str], Sample] = {}
-    by_image = {d.image: d for d in gold.values() if d.image}
+    by_image: dict[str, GoldDoc] | None = None  # built for the first row without a gold id
     result = PredictionFile(path, [])
     try:
         for lineno, obj in read_jsonl(path):
@@ -267,6 +281,8 @@ def read_prediction_file(
                 result.systems[row["system"]] += 1
             doc = gold.get(str(doc_id))
             if doc is None and isinstance(row.get("image"), str) and row["image"]:
+                if by_image is None:
+                    by_image = {p: d for d in gold.values() if (p := d.image_path())}
                 doc = by_image.get(str(Path(row["image"]).expanduser().resolve()))
                 if doc is not None:
                     result.by_image += 1

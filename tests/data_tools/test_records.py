@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_tools.records import (
     LabelFormatError,
@@ -65,3 +67,46 @@ def test_resolve_image_relative_to_labels_file(tmp_path):
 def test_missing_file_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="labels file not found"):
         read_labels(tmp_path / "nope.jsonl")
+
+
+def _valid_reference(value: object, top: bool = True) -> bool:
+    """The label rules, written plainly (recursive): the oracle for the fast check."""
+    if top and not isinstance(value, dict):
+        return False
+    if isinstance(value, str):
+        return True
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and k and _valid_reference(v, False) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        if not (all(type(v) is str for v in value) or all(type(v) is dict for v in value)):
+            return False
+        return all(_valid_reference(v, False) for v in value)
+    return False
+
+
+_TREES = st.recursive(
+    st.text(max_size=2) | st.integers() | st.none() | st.booleans(),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=2), c, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(fields=st.dictionaries(st.text(max_size=2), _TREES, max_size=4))
+def test_validate_fields_accepts_exactly_the_valid_trees(fields: dict) -> None:
+    """The path-free fast check must not let through what the rules reject (nor the reverse)."""
+    try:
+        validate_fields(fields)
+        accepted = True
+    except LabelFormatError:
+        accepted = False
+    assert accepted == _valid_reference(fields)
+
+
+def test_validate_fields_accepts_deep_valid_trees() -> None:
+    deep: dict = {"a": "x"}
+    for _ in range(5000):
+        deep = {"k": deep}
+    validate_fields(deep)  # iterative: no RecursionError on a valid tree
