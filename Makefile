@@ -14,6 +14,9 @@ ARGS ?=
 
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONUTF8 := 1
+# The venvs are installed with their bytecode compiled (--compile-bytecode): imports then
+# read .pyc files even where PYTHONDONTWRITEBYTECODE is set (CI images, containers), where
+# every process would otherwise compile the sources again (numba: 0.9 s -> 0.27 s here).
 
 .PHONY: help setup fonts browser lock test test-fast lint format demo label qa label-lines convert dataset \
 	train setup-train setup-train-erniekit setup-train-paddleformers setup-train-torch setup-train-gpu summary export patch unpatch predict serve setup-torch baseline eval bench clean
@@ -26,7 +29,7 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --target $(VENV)/.uv uv==0.13.8
-	$(UV) pip sync -q --python $(PY) requirements/cpu.txt
+	$(UV) pip sync -q --compile-bytecode --python $(PY) requirements/cpu.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	@$(MAKE) --no-print-directory fonts
 	@touch $(STAMP)
@@ -151,7 +154,7 @@ serve: $(STAMP)  ## HTTP service: make serve [CONFIG=configs/serve/default.yaml]
 TORCH_STAMP := $(TORCH_VENV)/.setup-done
 $(TORCH_STAMP): requirements/torch.txt pyproject.toml $(STAMP)
 	$(PYTHON) -m venv $(TORCH_VENV)
-	$(UV) pip sync -q --python $(TORCH_PY) $(TORCH_INDEX) requirements/torch.txt
+	$(UV) pip sync -q --compile-bytecode --python $(TORCH_PY) $(TORCH_INDEX) requirements/torch.txt
 	$(UV) pip install -q --python $(TORCH_PY) --no-deps -e .
 	@touch $(TORCH_STAMP)
 
