@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,18 @@ def fast_config(base_url: str | list[str], images: Path, out_dir: Path, *extra: 
             *extra,
         ],
     )
+
+
+def jsonl_rows(path: Path) -> list[dict]:
+    """Every line of a JSONL output as a dict, strictly (a torn line fails the test); [] if absent."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def labels_by_id(out: Path) -> dict[str, dict]:
+    """``out/labels.jsonl`` by record id, asserting that no record was written twice."""
+    rows = jsonl_rows(out / "labels.jsonl")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a record was labeled twice"
+    return {r["id"]: r for r in rows}

@@ -14,7 +14,7 @@ from data_tools import label as label_mod
 from data_tools.config import ConfigError, apply_overrides
 from data_tools.label import LabelConfig, LabelConfigError, run
 from data_tools.runner import BadInput
-from tests.labeling.conftest import fast_config
+from tests.labeling.conftest import fast_config, jsonl_rows, labels_by_id
 from tests.support.openai_stub import (
     TRANSIENT_FAULTS,
     FaultPlan,
@@ -23,26 +23,13 @@ from tests.support.openai_stub import (
 )
 
 
-def _lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _labels(out: Path) -> dict[str, dict]:
-    rows = _lines(out / "labels.jsonl")
-    ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)), "an image was labeled twice"
-    return {r["id"]: r for r in rows}
-
-
 def test_labels_match_truth_then_resume_skips_done(invoice_set, tmp_path: Path) -> None:
     inv = invoice_set(6)
     out = tmp_path / "out"
     with OpenAIStub(inv.responder, latency_s=0.02) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out))
         assert (s.ok, s.failed, s.counters.get("needs_review", 0), s.exit_code) == (6, 0, 0, 0)
-        labels = _labels(out)
+        labels = labels_by_id(out)
         assert set(labels) == set(inv.truth)
         for key, rec in labels.items():
             assert rec["fields"] == inv.truth[key]
@@ -66,7 +53,7 @@ def test_labels_match_truth_then_resume_skips_done(invoice_set, tmp_path: Path) 
             inv.add(f"inv{i:04d}", i)
         s3 = run(fast_config(stub.base_url, inv.folder, out))
         assert (s3.done_before, s3.ok, len(stub.requests)) == (6, 3, 18)
-    assert set(_labels(out)) == set(inv.truth)
+    assert set(labels_by_id(out)) == set(inv.truth)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["summary"]["ok"] == 3
     assert summary["config"]["client"].get("api_key") in (None, "***")  # never a key on disk
@@ -87,8 +74,8 @@ def test_thirty_percent_faults_every_image_accounted_for(invoice_set, tmp_path: 
         stats = stub.stats()
     # every kind of fault was injected, at about the requested rate
     assert set(stats["faults"]) >= set(TRANSIENT_FAULTS)
-    labels = _labels(out)
-    failures = {r["id"]: r for r in _lines(out / "failures.jsonl")}
+    labels = labels_by_id(out)
+    failures = {r["id"]: r for r in jsonl_rows(out / "failures.jsonl")}
     assert set(labels) | set(failures) == set(inv.truth)
     assert not set(labels) & set(failures)
     # the poisoned images fail; a few others may exhaust their attempts on random faults,
@@ -120,7 +107,7 @@ def test_torn_tail_is_dropped_and_the_image_relabeled(invoice_set, tmp_path: Pat
         assert s.dropped_torn_lines == ["labels.jsonl"]
         assert (s.todo, s.ok) == (1, 1)
         assert len(stub.requests) == 4 * 2 + 2  # only the lost image asked again
-    labels = _labels(out)
+    labels = labels_by_id(out)
     assert set(labels) == set(inv.truth)
     assert labels[lost]["fields"] == inv.truth[lost]
 
@@ -143,7 +130,7 @@ def test_failures_are_skipped_until_retry_failed(invoice_set, tmp_path: Path) ->
         broken["on"] = False
         s3 = run(fast_config(*cfg_args, "retry_failed=true"))
         assert (s3.ok, s3.failed) == (1, 0)
-    assert set(_labels(out)) == set(inv.truth)
+    assert set(labels_by_id(out)) == set(inv.truth)
 
 
 def test_400_on_image_reencodes_smaller(invoice_set, tmp_path: Path) -> None:
@@ -154,9 +141,9 @@ def test_400_on_image_reencodes_smaller(invoice_set, tmp_path: Path) -> None:
     plan = FaultPlan(max_image_bytes=sizes[0] // 2)
     with OpenAIStub(inv.responder, faults=plan) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out))
-        assert s.ok == 3, _lines(out / "failures.jsonl")
+        assert s.ok == 3, jsonl_rows(out / "failures.jsonl")
         assert stub.stats()["faults"]["400_image"] >= 3
-    for key, rec in _labels(out).items():
+    for key, rec in labels_by_id(out).items():
         assert rec["meta"]["image_sent"]["shrunk"] >= 1
         assert rec["meta"]["image_sent"]["bytes"] <= sizes[0] // 2
         assert rec["fields"] == inv.truth[key]
@@ -164,7 +151,7 @@ def test_400_on_image_reencodes_smaller(invoice_set, tmp_path: Path) -> None:
     out2 = tmp_path / "out2"
     with OpenAIStub(inv.responder, faults=FaultPlan(max_image_bytes=10)) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out2))
-    fails = _lines(out2 / "failures.jsonl")
+    fails = jsonl_rows(out2 / "failures.jsonl")
     assert s.failed == 3 and len(fails) == 3
     assert all("HTTP 400" in f["reason"] and "2 smaller" in f["reason"] for f in fails)
 
@@ -192,22 +179,22 @@ def test_401_stops_the_run_with_exit_3(invoice_set, tmp_path: Path, monkeypatch)
         assert rc == 3
         monkeypatch.setenv("ERNIE_API_KEY", "sk-right")
         assert run(cfg).ok == 20
-    assert _lines(out / "failures.jsonl") == []
+    assert jsonl_rows(out / "failures.jsonl") == []
     # a key revoked mid-run (the preflight passed): the run stops at the first 401
     out2 = tmp_path / "out2"
     with OpenAIStub(inv.responder, faults=FaultPlan(script=[None] * 3 + ["401"] * 100)) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out2, "concurrency=2"))
         assert s.exit_code == 3 and "401" in (s.fatal or "")
         assert len(stub.requests) <= 3 + 4
-    assert len(_lines(out2 / "labels.jsonl")) <= 2
-    assert _lines(out2 / "failures.jsonl") == []  # not blamed on the images
+    assert len(jsonl_rows(out2 / "labels.jsonl")) <= 2
+    assert jsonl_rows(out2 / "failures.jsonl") == []  # not blamed on the images
 
 
 def test_unreachable_endpoint_is_fatal_and_named(invoice_set, tmp_path: Path) -> None:
     inv = invoice_set(1)
     summary = run(fast_config("http://127.0.0.1:9/v1", inv.folder, tmp_path / "o"))
     assert summary.exit_code == 3 and "no endpoint reachable" in summary.fatal
-    assert _lines(tmp_path / "o" / "failures.jsonl") == []  # not blamed on the images
+    assert jsonl_rows(tmp_path / "o" / "failures.jsonl") == []  # not blamed on the images
 
 
 def _disagreeing(inv, bad: set[str]):
@@ -230,10 +217,10 @@ def test_disagreeing_votes_go_to_review(invoice_set, tmp_path: Path) -> None:
     with OpenAIStub(_disagreeing(inv, bad)) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out))
     assert (s.ok, s.counters.get("needs_review", 0)) == (5, 2)
-    review = {r["id"]: r for r in _lines(out / "needs_review.jsonl")}
+    review = {r["id"]: r for r in jsonl_rows(out / "needs_review.jsonl")}
     assert set(review) == bad
     for key in bad:
-        rec = _labels(out)[key]
+        rec = labels_by_id(out)[key]
         assert rec["meta"]["needs_review"] is True
         assert rec["meta"]["agreement"] < 1.0
         (d,) = rec["meta"]["disagreements"]
@@ -256,7 +243,7 @@ def test_needs_review_is_rebuilt_from_labels(invoice_set, tmp_path: Path) -> Non
         # a crash between the label append and the review append loses the review row
         (out / "needs_review.jsonl").write_text("", encoding="utf-8")
         run(fast_config(stub.base_url, inv.folder, out))
-    assert [r["id"] for r in _lines(out / "needs_review.jsonl")] == ["inv0002"]
+    assert [r["id"] for r in jsonl_rows(out / "needs_review.jsonl")] == ["inv0002"]
 
 
 def test_qa_failure_is_recorded_and_reviewed(invoice_set, tmp_path: Path) -> None:
@@ -269,10 +256,10 @@ def test_qa_failure_is_recorded_and_reviewed(invoice_set, tmp_path: Path) -> Non
     with OpenAIStub(inv.responder) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out))
     assert (s.ok, s.counters.get("needs_review", 0)) == (2, 1)
-    rec = _labels(out)["inv0000"]
+    rec = labels_by_id(out)["inv0000"]
     assert rec["meta"]["qa"]["verdict"] == "fail"
     assert any(r.startswith("sums.amount") for r in rec["meta"]["qa"]["hard"])
-    (review,) = _lines(out / "needs_review.jsonl")
+    (review,) = jsonl_rows(out / "needs_review.jsonl")
     assert review["id"] == "inv0000" and "sums.amount" in review["reasons"][0]
 
 
@@ -299,7 +286,7 @@ def test_aliased_and_numeric_answers_are_canonicalized(invoice_set, tmp_path: Pa
     with OpenAIStub(responder) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out))
     assert s.ok == 1
-    rec = _labels(out)["inv0000"]
+    rec = labels_by_id(out)["inv0000"]
     f = rec["fields"]
     assert f["发票号码"] == truth["发票号码"]
     assert f["购买方"] == truth["购买方"]
@@ -321,7 +308,7 @@ def test_free_mode_without_schema(invoice_set, tmp_path: Path) -> None:
         texts = {request_text(r.body) for r in stub.requests}
     assert s.ok == 2
     assert all("{" not in t for t in texts)  # no skeleton in free-form prompts
-    for rec in _labels(out).values():
+    for rec in labels_by_id(out).values():
         assert rec["fields"] == answer
         assert rec["doc_type"] == "vat_invoice"
         assert "qa" not in rec["meta"]
@@ -333,7 +320,7 @@ def test_unreadable_image_is_a_failure(invoice_set, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with OpenAIStub(inv.responder) as stub:
         s = run(fast_config(stub.base_url, inv.folder, out))
-    (fail,) = _lines(out / "failures.jsonl")
+    (fail,) = jsonl_rows(out / "failures.jsonl")
     assert (s.ok, s.failed, fail["id"], fail["stage"]) == (2, 1, "broken", "image")
 
 

@@ -13,25 +13,12 @@ from PIL import Image
 from data_tools.images import MAX_PIXELS
 from data_tools.label import LabelConfigError, discover_images, run
 from data_tools.records import read_labels, resolve_image
-from tests.labeling.conftest import fast_config, truth_for
+from tests.labeling.conftest import fast_config, jsonl_rows, labels_by_id, truth_for
 from tests.support.make_documents import write_ofd, write_pdf
 from tests.support.openai_stub import OpenAIStub, TruthResponder, make_test_image, request_images
 
 # the page of make_documents (240 x 140 mm): the source images share its shape
 SIZE = (240, 140)
-
-
-def _lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _labels(out: Path) -> dict[str, dict]:
-    rows = _lines(out / "labels.jsonl")
-    ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)), "a page was labeled twice"
-    return {r["id"]: r for r in rows}
 
 
 class Docs:
@@ -103,7 +90,7 @@ def test_pdf_and_ofd_pages_become_records_and_a_rerun_does_nothing(
             2 * ["inv#p1", "inv#p2", "sub/e#p1", "plain"]
         )
 
-        labels = _labels(out)
+        labels = labels_by_id(out)
         assert set(labels) == {"inv#p1", "inv#p2", "sub/e#p1", "plain"}
         for key, rec in labels.items():
             assert rec["fields"] == docs.truth[key], key
@@ -139,7 +126,7 @@ def test_pdf_and_ofd_pages_become_records_and_a_rerun_does_nothing(
             assert resolve_image(rec.image, out / "labels.jsonl").is_file()
 
         # the broken PDF is a failure row naming the file and the page, not an abort
-        (fail,) = _lines(out / "failures.jsonl")
+        (fail,) = jsonl_rows(out / "failures.jsonl")
         assert (fail["id"], fail["stage"], fail["page"]) == ("broken#p1", "document", 1)
         assert str(broken) in fail["reason"] and "page 1" in fail["reason"]
         assert "--retry-failed" in fail["reason"]
@@ -154,14 +141,14 @@ def test_pdf_and_ofd_pages_become_records_and_a_rerun_does_nothing(
 
         # a crash after the render, before the record: the page is labeled again from the
         # PNG already there (rendered once), the other records untouched
-        kept = [r for r in _lines(out / "labels.jsonl") if r["id"] != "inv#p2"]
+        kept = [r for r in jsonl_rows(out / "labels.jsonl") if r["id"] != "inv#p2"]
         (out / "labels.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
         )
         s2 = run(fast_config(stub.base_url, docs.docs, out))
         assert (s2.done_before, s2.ok, s2.failed) == (3, 1, 0)
         assert len(stub.requests) == 8 + 2
-        assert _labels(out)["inv#p2"]["fields"] == docs.truth["inv#p2"]
+        assert labels_by_id(out)["inv#p2"]["fields"] == docs.truth["inv#p2"]
         assert _pngs(out) == before
 
         # the PDF repaired: --retry-failed labels that page only, the others not re-rendered
@@ -169,7 +156,7 @@ def test_pdf_and_ofd_pages_become_records_and_a_rerun_does_nothing(
         s3 = run(fast_config(stub.base_url, docs.docs, out, "retry_failed=true"))
         assert (s3.done_before, s3.ok, s3.failed, s3.exit_code) == (4, 1, 0, 0)
         assert len(stub.requests) == 12
-        labels = _labels(out)
+        labels = labels_by_id(out)
         assert labels["broken#p1"]["fields"] == docs.truth["broken#p1"]
         assert labels["broken#p1"]["image"] == "pages/broken/p1.png"
         after = _pngs(out)
@@ -187,7 +174,7 @@ def test_page_selection_limit_absolute_paths_and_list_files(docs: Docs, tmp_path
         # pages: only page 2 of each; absolute paths in the records
         s = run(fast_config(stub.base_url, listing, out, "pages='2'", "image_paths=absolute"))
         assert (s.ok, s.failed) == (2, 0)
-        labels = _labels(out)
+        labels = labels_by_id(out)
         assert set(labels) == {"three#p2", "two#p2"}
         rec = labels["three#p2"]
         assert rec["fields"] == docs.truth["three#p2"]
@@ -204,7 +191,7 @@ def test_page_selection_limit_absolute_paths_and_list_files(docs: Docs, tmp_path
         out2 = tmp_path / "out2"
         s = run(fast_config(stub.base_url, pdf, out2, "max_pages=2"))
         assert (s.ok, s.failed, s.exit_code) == (0, 1, 1)
-        (fail,) = _lines(out2 / "failures.jsonl")
+        (fail,) = jsonl_rows(out2 / "failures.jsonl")
         assert (fail["id"], fail["stage"]) == ("three#p1", "document")
         assert str(pdf) in fail["reason"] and "max_pages" in fail["reason"]
         assert "page 1" in fail["reason"]
