@@ -164,7 +164,8 @@ def build_tree(normalized: Any) -> DonutTree:
     Children follow ``construct_tree_from_dict``: a dict's keys in order; a list of dicts
     gives one ``<subtree>`` node per item; any other list gives ``<leaf>item`` nodes. A node
     is a leaf when its label contains ``<leaf>`` (Donut's rule, even for a dict key); its
-    text is the label with every ``<leaf>`` removed.
+    text is the label with every ``<leaf>`` removed. The scorer uses ``tree_of`` (the same
+    tree in one pass over the raw value); this two-step form is what it is tested against.
     """
     labels: list[str] = []
     lmd: list[int] = []
@@ -201,6 +202,101 @@ def build_tree(normalized: Any) -> DonutTree:
         return idx if first < 0 else first
 
     visit(normalized, "<root>", "")
+    return _finish(labels, lmd, flat)
+
+
+def tree_of(value: Any) -> DonutTree:
+    """``build_tree(normalize_dict(value))`` in one pass over the raw value (tested equal).
+
+    Donut's normalisation is applied while the nodes are emitted: dict keys in
+    ``(len, key)`` order; a value that normalises to nothing (a falsy value, an empty
+    dict or list after dropping, a list with no kept item) emits no node and its key
+    is dropped; a dict value becomes one ``<subtree>``; a list of dicts gives a
+    ``<subtree>`` per non-empty item; any other list keeps its ``str``/``int``/``float``
+    items as stripped, non-empty strings; any other scalar is one leaf ``str(v).strip()``.
+    """
+    labels: list[str] = []
+    lmd: list[int] = []
+    flat: list[tuple[str, Any]] = []
+    append_label, append_lmd = labels.append, lmd.append
+
+    def keys(data: dict[Any, Any], path: str) -> int:
+        """Emit a dict's kept keys; the leftmost leaf index, -1 if none was kept."""
+        first = -1
+        for key in sorted(data, key=lambda k: (len(k), k)):
+            left = member(data[key], key, f"{path}.{key}" if path else key)
+            if first < 0:
+                first = left
+        return first
+
+    def close(label: str, first: int) -> int:
+        idx = len(labels)
+        append_label(label)
+        append_lmd(idx if first < 0 else first)
+        return idx if first < 0 else first
+
+    def member(value: Any, key: str, path: str) -> int:
+        """Emit ``key`` and its normalised value, or nothing (-1) when that is empty."""
+        if not value:
+            return -1
+        start = len(labels)
+        if isinstance(value, dict):
+            first = keys(value, path)
+            if len(labels) == start:
+                return -1
+            first = close("<subtree>", first)
+        elif isinstance(value, list):
+            first = items(value, path)
+            if len(labels) == start:
+                return -1
+        else:
+            first = leaf(str(value).strip(), path)
+        return close(key, first)
+
+    def leaf(text: str, path: str) -> int:
+        idx = len(labels)
+        append_label(f"{LEAF}{text}")
+        append_lmd(idx)
+        flat.append((path, text))
+        return idx
+
+    def items(data: list[Any], path: str) -> int:
+        """Emit a list's normalised items; the leftmost leaf index, -1 if none."""
+        first = -1
+        if all(isinstance(item, dict) for item in data):
+            for item in data:
+                if not item:
+                    continue
+                start = len(labels)
+                left = keys(item, path)
+                if len(labels) == start:
+                    continue
+                left = close("<subtree>", left)
+                if first < 0:
+                    first = left
+            return first
+        for item in data:
+            if type(item) in (str, int, float):
+                text = str(item).strip()
+                if text:
+                    left = leaf(text, path)
+                    if first < 0:
+                        first = left
+        return first
+
+    if not value:
+        close("<root>", -1)
+    elif isinstance(value, dict):
+        close("<root>", keys(value, ""))
+    elif isinstance(value, list):
+        close("<root>", items(value, ""))
+    else:
+        close("<root>", leaf(str(value).strip(), ""))
+    return _finish(labels, lmd, flat)
+
+
+def _finish(labels: list[str], lmd: list[int], flat: list[tuple[str, Any]]) -> DonutTree:
+    """The arrays of a tree given its post-order labels and leftmost leaf indices."""
     last_with_lmd: dict[int, int] = {}
     for i, left in enumerate(lmd):
         last_with_lmd[left] = i
@@ -245,25 +341,20 @@ def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | No
 
 def donut_nted_accuracy(pred: Any, gold: Any, *, compiled: bool | None = None) -> float:
     """``max(0, 1 - TED(pred, gold) / TED(empty, gold))`` on Donut-normalised trees."""
-    return _nted_normalized(normalize_dict(pred), normalize_dict(gold), compiled)
+    return _nted_trees(tree_of(pred), tree_of(gold), compiled)
 
 
 def donut_scores(pred: Any, gold: Any) -> tuple[DonutF1Counts, float]:
-    """F1 counts and nTED accuracy of one document, normalising each side once."""
-    p, g = normalize_dict(pred), normalize_dict(gold)
-    gold_tree = build_tree(g)
-    if p == g:  # the same tree (normalised keys are sorted): TED 0, every pair matched
-        n = len(gold_tree.flat)
+    """F1 counts and nTED accuracy of one document, each side normalised into its tree once."""
+    pred_tree, gold_tree = tree_of(pred), tree_of(gold)
+    fp, fg = pred_tree.flat, gold_tree.flat  # flatten() of the normalised values (tested)
+    if fp == fg and pred_tree.labels == gold_tree.labels and (pred_tree.lmd == gold_tree.lmd).all():
+        # the same tree (post-order labels and leftmost leaves fix it): TED 0, all pairs matched
+        n = len(fg)
         nted = 0.0 if int(gold_tree.node_cost[:-1].sum()) == 0 else 1.0
         return DonutF1Counts(n, n, n), nted
-    pred_tree = build_tree(p)
-    fp, fg = pred_tree.flat, gold_tree.flat  # flatten() of the normalised values (tested)
     tp = sum((Counter(fp) & Counter(fg)).values())
     return DonutF1Counts(tp, len(fp), len(fg)), _nted_trees(pred_tree, gold_tree, None)
-
-
-def _nted_normalized(pred: Any, gold: Any, compiled: bool | None) -> float:
-    return _nted_trees(build_tree(pred), build_tree(gold), compiled)
 
 
 def _nted_trees(pred_tree: DonutTree, gold_tree: DonutTree, compiled: bool | None) -> float:

@@ -157,3 +157,15 @@ def test_donut_scores_equal_the_separate_metrics(pred: object, gold: dict, same:
     counts, nted = donut_scores(pred, gold)
     assert counts == donut_f1_counts(pred, gold)
     assert nted == donut_nted_accuracy(pred, gold)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES | DOCS)
+def test_one_pass_tree_equals_normalise_then_build(value: object) -> None:
+    """``tree_of`` (normalising while emitting nodes) is ``build_tree(normalize_dict(.))``."""
+    from eval.donut import tree_of
+
+    a, b = tree_of(value), build_tree(normalize_dict(value))
+    assert a.labels == b.labels and a.flat == b.flat and a.texts == b.texts
+    for name in ("lmd", "keyroots", "is_leaf", "label", "node_cost"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
