@@ -218,7 +218,11 @@ def tree_of(value: Any) -> DonutTree:
     labels: list[str] = []
     lmd: list[int] = []
     flat: list[tuple[str, Any]] = []
-    append_label, append_lmd = labels.append, lmd.append
+    leaf_flags: list[bool] = []
+    label_of: list[int] = []  # a leaf's index in texts; another node's label id
+    cost: list[int] = []
+    texts: list[str] = []
+    ids = _LABEL_IDS
 
     def keys(data: dict[Any, Any], path: str) -> int:
         """Emit a dict's kept keys; the leftmost leaf index, -1 if none was kept."""
@@ -230,10 +234,25 @@ def tree_of(value: Any) -> DonutTree:
         return first
 
     def close(label: str, first: int) -> int:
+        """Emit an inner node (a key, ``<subtree>`` or ``<root>``) above ``first``."""
         idx = len(labels)
-        append_label(label)
-        append_lmd(idx if first < 0 else first)
-        return idx if first < 0 else first
+        left = idx if first < 0 else first
+        labels.append(label)
+        lmd.append(left)
+        if LEAF in label:  # a key containing "<leaf>": a leaf by Donut's rule
+            text = label.replace(LEAF, "")
+            leaf_flags.append(True)
+            label_of.append(len(texts))
+            texts.append(text)
+            cost.append(len(text))
+        else:
+            label_id = ids.get(label)
+            if label_id is None:
+                label_id = ids[label] = len(ids)
+            leaf_flags.append(False)
+            label_of.append(label_id)
+            cost.append(1)
+        return left
 
     def member(value: Any, key: str, path: str) -> int:
         """Emit ``key`` and its normalised value, or nothing (-1) when that is empty."""
@@ -255,9 +274,14 @@ def tree_of(value: Any) -> DonutTree:
 
     def leaf(text: str, path: str) -> int:
         idx = len(labels)
-        append_label(f"{LEAF}{text}")
-        append_lmd(idx)
+        labels.append(LEAF + text)
+        lmd.append(idx)
         flat.append((path, text))
+        node_text = text.replace(LEAF, "") if LEAF in text else text
+        leaf_flags.append(True)
+        label_of.append(len(texts))
+        texts.append(node_text)
+        cost.append(len(node_text))
         return idx
 
     def items(data: list[Any], path: str) -> int:
@@ -292,7 +316,17 @@ def tree_of(value: Any) -> DonutTree:
         close("<root>", items(value, ""))
     else:
         close("<root>", leaf(str(value).strip(), ""))
-    return _finish(labels, lmd, flat)
+    last_with_lmd = dict(zip(lmd, range(len(lmd)), strict=True))  # last node per leftmost leaf
+    return DonutTree(
+        labels,
+        np.array(lmd, dtype=np.int64),
+        np.array(sorted(last_with_lmd.values()), dtype=np.int64),
+        np.array(leaf_flags, dtype=bool),
+        np.array(label_of, dtype=np.int64),
+        np.array(cost, dtype=np.int64),
+        texts,
+        flat,
+    )
 
 
 def _finish(labels: list[str], lmd: list[int], flat: list[tuple[str, Any]]) -> DonutTree:
