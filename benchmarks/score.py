@@ -274,6 +274,12 @@ def main() -> int:
         print(f"elapsed_s={elapsed:.3f} cpu_s={cpu_s:.3f} " + json.dumps({k: o[k] for k in keys}))
         return 0
 
+    print(
+        f"documents from {FIXTURE}" if FIXTURE.is_file() else
+        "documents from the built-in invoice (no ../shared/fixtures next to this checkout: "
+        "smaller than the real ones, so timings are not comparable with runs that have them)",
+        flush=True,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
         gold_path, pred_path, golds, preds = make_files(args.docs, Path(d))
         if args.compare:
