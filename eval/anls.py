@@ -34,6 +34,7 @@ from typing import Any
 from rapidfuzz.distance import Levenshtein
 
 ANLS_TAU = 0.5
+_normalized_distance = Levenshtein.normalized_distance
 _VECTOR_MIN_PAIRS = 100  # below this many item pairs the per-pair loop is faster (measured)
 _NONEY: tuple[Any, ...] = (None, {}, [], "")  # the package's ANLSNone.check_if_none values
 # the vectorised sums assume Python's float ``sum`` adds left to right (3.11; 3.12 compensates)
@@ -92,9 +93,12 @@ def _text(v: Any) -> str:
 
 
 def _leaf_score(a: str, b: str) -> float:
-    longest = max(len(a), len(b))
-    value = 0.0 if longest == 0 else float(Levenshtein.distance(a, b)) / float(longest)
-    score = 1 - value
+    """The package's ``1 - dist / max(len)`` (0 for two empty strings), thresholded at tau.
+
+    rapidfuzz's ``normalized_distance`` is that same float division, done in C (tested
+    equal on 200,000 random pairs; the package-equality tests cover it as well).
+    """
+    score = 1 - _normalized_distance(a, b)
     return 0.0 if score < ANLS_TAU else score
 
 
@@ -112,7 +116,7 @@ class _Scorer:
         self._texts: dict[Any, str] = {}
 
     def text(self, v: Any) -> str:
-        key = (type(v), v)
+        key = v if type(v) is str else (type(v), v)  # 1, 1.0 and True hash alike
         t = self._texts.get(key)
         if t is None:
             t = self._texts[key] = _text(v)

@@ -108,3 +108,17 @@ def test_assignment_is_the_packages_on_ties() -> None:
         n, m = (int(x) for x in rng.integers(1, 10, size=2))
         avg = rng.choice([0.0, 0.25, 0.5, 1.0, float(np.nextafter(1.0, 2.0))], size=(n, m))
         assert _assignment(avg) == Munkres().compute(make_cost_matrix(avg.tolist()))
+
+
+@settings(max_examples=500, deadline=None)
+@given(a=st.text(alphabet="ab c1¥.发", max_size=10), b=st.text(alphabet="ab c1¥.发", max_size=10))
+def test_leaf_score_is_the_packages_division(a: str, b: str) -> None:
+    """rapidfuzz's normalized distance is the package's ``float(dist) / float(longest)``."""
+    from rapidfuzz.distance import Levenshtein
+
+    from eval.anls import ANLS_TAU, _leaf_score
+
+    longest = max(len(a), len(b))
+    value = 0.0 if longest == 0 else float(Levenshtein.distance(a, b)) / float(longest)
+    score = 1 - value
+    assert _leaf_score(a, b) == (0.0 if score < ANLS_TAU else score)
