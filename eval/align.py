@@ -80,6 +80,7 @@ class Normalizer:
         self._type_of = type_of
         self._values: dict[tuple[str, str], str] = {}
         self._types: dict[tuple[str, ...], str] = {}
+        self._fields: dict[tuple[str, ...], str] = {}
 
     def ftype(self, path: tuple[str, ...]) -> str:
         t = self._types.get(path)
@@ -87,10 +88,18 @@ class Normalizer:
             t = self._types[path] = self._type_of(tuple(p for p in path if p != ITEM))
         return t
 
+    def field(self, path: tuple[str, ...]) -> str:
+        name = self._fields.get(path)
+        if name is None:
+            name = self._fields[path] = field_name(path)
+        return name
+
     def value(self, value: Any, ftype: str) -> str:
-        if value is MISSING or value is None:
+        if type(value) is str:  # the common case first
+            text = value
+        elif value is MISSING or value is None:
             return ""
-        if isinstance(value, bool):
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, str):
             text = value
@@ -113,7 +122,8 @@ class Alignment:
     rows: RowStats = field(default_factory=RowStats)
 
 
-def _field_name(path: tuple[str, ...]) -> str:
+def field_name(path: tuple[str, ...]) -> str:
+    """A leaf path as the report names it: ``a.b``, ``items[].name``."""
     out = ""
     for p in path:
         if p == ITEM:
@@ -190,7 +200,7 @@ def _leaf(
         outcome, score = (HALLUCINATED, 0.0) if pn else (TN, 1.0)
     out.leaves.append(
         Leaf(
-            field=_field_name(path),
+            field=norm.field(path),
             ftype=ftype,
             gold=None if g is MISSING else g,
             pred=None if p is MISSING else p,

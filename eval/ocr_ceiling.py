@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from data_tools.jsonl import atomic_write_text
 from data_tools.normalize import normalize_percent, parse_amount, parse_date, parse_number
 from data_tools.records import LabelRecord, read_labels, resolve_image
+from eval.align import field_name
 
 if TYPE_CHECKING:
     from data_tools.ppocr import OcrLine
@@ -144,13 +145,6 @@ def _gold_leaves(value: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str
     return out
 
 
-def _field_name(path: tuple[str, ...]) -> str:
-    out = ""
-    for p in path:
-        out = out + "[]" if p == "[]" else (f"{out}.{p}" if out else p)
-    return out
-
-
 def ocr_ceiling(
     docs: Sequence[tuple[LabelRecord, list[OcrLine]]], schema: Any | None
 ) -> dict[str, Any]:
@@ -162,7 +156,7 @@ def ocr_ceiling(
         for path, value in _gold_leaves(rec.fields):
             plain = tuple(p for p in path if p != "[]")
             ftype = schema.field_type(plain) if schema is not None else "text"
-            name = _field_name(path)
+            name = field_name(path)
             row = per_field.setdefault(name, {"type": ftype, "n": 0, "found": 0})
             row["n"] += 1
             if value_in_ocr(value, ftype, ocr):
