@@ -29,6 +29,12 @@ def _sort_key(item: Any) -> str:
 
 
 def _lists_equal(expected: list[Any], predicted: list[Any]) -> bool:
+    # exact shortcuts of the sorted comparison: lists of other lengths never sort equal, and
+    # equal lists (same order) always do, so only the rest is serialised and sorted
+    if len(expected) != len(predicted):
+        return False
+    if expected == predicted:
+        return True
     try:
         return sorted(expected, key=_sort_key) == sorted(predicted, key=_sort_key)
     except (TypeError, ValueError):

@@ -122,3 +122,20 @@ def test_leaf_score_is_the_packages_division(a: str, b: str) -> None:
     value = 0.0 if longest == 0 else float(Levenshtein.distance(a, b)) / float(longest)
     score = 1 - value
     assert _leaf_score(a, b) == (0.0 if score < ANLS_TAU else score)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.lists(JSON_VALUES, max_size=4), b=st.lists(JSON_VALUES, max_size=4), same=st.booleans())
+def test_kie_list_verdict_is_the_published_sorted_comparison(a: list, b: list, same: bool) -> None:
+    """The length and equality shortcuts never change the published sorted-list verdict."""
+    import json
+
+    from eval.kie_accuracy import _lists_equal
+
+    if same:
+        b = list(reversed(a))
+
+    def key(x: object) -> str:
+        return json.dumps(x, sort_keys=True, ensure_ascii=False)
+
+    assert _lists_equal(a, b) == (sorted(a, key=key) == sorted(b, key=key))
