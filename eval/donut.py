@@ -316,24 +316,11 @@ def tree_of(value: Any) -> DonutTree:
         close("<root>", items(value, ""))
     else:
         close("<root>", leaf(str(value).strip(), ""))
-    last_with_lmd = dict(zip(lmd, range(len(lmd)), strict=True))  # last node per leftmost leaf
-    return DonutTree(
-        labels,
-        np.array(lmd, dtype=np.int64),
-        np.array(sorted(last_with_lmd.values()), dtype=np.int64),
-        np.array(leaf_flags, dtype=bool),
-        np.array(label_of, dtype=np.int64),
-        np.array(cost, dtype=np.int64),
-        texts,
-        flat,
-    )
+    return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
 
 
 def _finish(labels: list[str], lmd: list[int], flat: list[tuple[str, Any]]) -> DonutTree:
     """The arrays of a tree given its post-order labels and leftmost leaf indices."""
-    last_with_lmd: dict[int, int] = {}
-    for i, left in enumerate(lmd):
-        last_with_lmd[left] = i
     leaf_flags = [LEAF in lb for lb in labels]
     texts: list[str] = []
     label_of: list[int] = []  # a leaf's index in texts; another node's label id
@@ -348,6 +335,20 @@ def _finish(labels: list[str], lmd: list[int], flat: list[tuple[str, Any]]) -> D
         else:
             label_of.append(ids.setdefault(lb, len(ids)))
             cost.append(1)
+    return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
+
+
+def _tree(
+    labels: list[str],
+    lmd: list[int],
+    leaf_flags: list[bool],
+    label_of: list[int],
+    cost: list[int],
+    texts: list[str],
+    flat: list[tuple[str, Any]],
+) -> DonutTree:
+    """The ``DonutTree`` of per-node lists; the keyroots are the last node of each lmd."""
+    last_with_lmd = dict(zip(lmd, range(len(lmd)), strict=True))
     return DonutTree(
         labels,
         np.array(lmd, dtype=np.int64),
