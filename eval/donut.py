@@ -158,57 +158,15 @@ class DonutTree:
         return len(self.labels)
 
 
-def build_tree(normalized: Any) -> DonutTree:
-    """Donut's ``construct_tree_from_dict`` (on an already normalised value), in post-order.
+def tree_of(value: Any) -> DonutTree:
+    """Donut's ``construct_tree_from_dict(normalize_dict(value))``, in post-order, built in
+    one pass over the raw value (the tests check it against the two steps).
 
     Children follow ``construct_tree_from_dict``: a dict's keys in order; a list of dicts
     gives one ``<subtree>`` node per item; any other list gives ``<leaf>item`` nodes. A node
     is a leaf when its label contains ``<leaf>`` (Donut's rule, even for a dict key); its
-    text is the label with every ``<leaf>`` removed. The scorer uses ``tree_of`` (the same
-    tree in one pass over the raw value); this two-step form is what it is tested against.
-    """
-    labels: list[str] = []
-    lmd: list[int] = []
-    flat: list[tuple[str, Any]] = []  # what ``flatten`` gives for the same value
-    append_label, append_lmd = labels.append, lmd.append
-
-    def visit(data: Any, label: str, path: str) -> int:
-        """Append the subtree's nodes in post-order; return its leftmost leaf index."""
-        first = -1
-        if isinstance(data, dict):
-            for key, value in data.items():
-                left = visit(value, key, f"{path}.{key}" if path else key)
-                if first < 0:
-                    first = left
-        elif isinstance(data, list):
-            if all(isinstance(item, dict) for item in data):
-                for item in data:
-                    left = visit(item, "<subtree>", path)
-                    if first < 0:
-                        first = left
-            else:
-                start = len(labels)
-                for idx, item in enumerate(data, start):
-                    append_label(f"{LEAF}{item}")
-                    append_lmd(idx)
-                    flat.append((path, item))
-                if data:
-                    first = start
-        else:
-            raise ValueError(f"Donut tree: unexpected {type(data).__name__} under {label!r}")
-        idx = len(labels)
-        append_label(label)
-        append_lmd(idx if first < 0 else first)
-        return idx if first < 0 else first
-
-    visit(normalized, "<root>", "")
-    return _finish(labels, lmd, flat)
-
-
-def tree_of(value: Any) -> DonutTree:
-    """``build_tree(normalize_dict(value))`` in one pass over the raw value (tested equal).
-
-    Donut's normalisation is applied while the nodes are emitted: dict keys in
+    text is the label with every ``<leaf>`` removed. Donut's normalisation is applied while
+    the nodes are emitted: dict keys in
     ``(len, key)`` order; a value that normalises to nothing (a falsy value, an empty
     dict or list after dropping, a list with no kept item) emits no node and its key
     is dropped; a dict value becomes one ``<subtree>``; a list of dicts gives a
@@ -316,25 +274,6 @@ def tree_of(value: Any) -> DonutTree:
         close("<root>", items(value, ""))
     else:
         close("<root>", leaf(str(value).strip(), ""))
-    return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
-
-
-def _finish(labels: list[str], lmd: list[int], flat: list[tuple[str, Any]]) -> DonutTree:
-    """The arrays of a tree given its post-order labels and leftmost leaf indices."""
-    leaf_flags = [LEAF in lb for lb in labels]
-    texts: list[str] = []
-    label_of: list[int] = []  # a leaf's index in texts; another node's label id
-    cost: list[int] = []
-    ids = _LABEL_IDS
-    for lb, leaf in zip(labels, leaf_flags, strict=True):
-        if leaf:
-            text = lb.replace(LEAF, "")
-            label_of.append(len(texts))
-            texts.append(text)
-            cost.append(len(text))
-        else:
-            label_of.append(ids.setdefault(lb, len(ids)))
-            cost.append(1)
     return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
 
 

@@ -11,13 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eval.donut import (
-    build_tree,
+    _LABEL_IDS,
+    LEAF,
+    DonutTree,
+    _tree,
     donut_f1,
     donut_f1_counts,
     donut_nted_accuracy,
     donut_scores,
     flatten,
     normalize_dict,
+    tree_of,
 )
 from eval.ted import HAVE_NUMBA
 from tests.eval.donut_reference import JSONParseEvaluator
@@ -66,7 +70,7 @@ def test_nted_hand_computed() -> None:
 
 
 def test_tree_post_order_and_keyroots() -> None:
-    t = build_tree(normalize_dict({"a": "x", "bb": ["y", "z"]}))
+    t = tree_of({"a": "x", "bb": ["y", "z"]})
     assert t.labels == ["<leaf>x", "a", "<leaf>y", "<leaf>z", "bb", "<root>"]
     assert t.lmd.tolist() == [0, 0, 2, 3, 2, 0]
     assert t.keyroots.tolist() == [3, 4, 5]
@@ -130,7 +134,7 @@ def test_numba_is_used_when_installed() -> None:
 def test_compiled_distance_equals_the_python_loop(a: object, b: object) -> None:
     from eval.donut import donut_ted
 
-    ta, tb = build_tree(normalize_dict(a)), build_tree(normalize_dict(b))
+    ta, tb = tree_of(a), tree_of(b)
     assert donut_ted(ta, tb) == donut_ted(ta, tb, compiled=False)
     assert donut_ted(ta, ta) == 0
 
@@ -139,10 +143,7 @@ def test_compiled_distance_equals_the_python_loop(a: object, b: object) -> None:
 @given(value=JSON_VALUES | DOCS)
 def test_tree_flat_is_flatten(value: object) -> None:
     """The (key path, value) pairs collected while building the tree are ``flatten``'s."""
-    from eval.donut import build_tree, flatten, normalize_dict
-
-    normalized = normalize_dict(value)
-    assert build_tree(normalized).flat == flatten(normalized)
+    assert tree_of(value).flat == flatten(normalize_dict(value))
 
 
 @settings(max_examples=150, deadline=None)
@@ -162,10 +163,49 @@ def test_donut_scores_equal_the_separate_metrics(pred: object, gold: dict, same:
 @settings(max_examples=300, deadline=None)
 @given(value=JSON_VALUES | DOCS)
 def test_one_pass_tree_equals_normalise_then_build(value: object) -> None:
-    """``tree_of`` (normalising while emitting nodes) is ``build_tree(normalize_dict(.))``."""
-    from eval.donut import tree_of
-
-    a, b = tree_of(value), build_tree(normalize_dict(value))
+    """``tree_of`` (normalising while emitting nodes) is the tree of the two steps."""
+    a, b = tree_of(value), _two_step_tree(normalize_dict(value))
     assert a.labels == b.labels and a.flat == b.flat and a.texts == b.texts
     for name in ("lmd", "keyroots", "is_leaf", "label", "node_cost"):
         assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+
+
+def _two_step_tree(normalized: object) -> DonutTree:
+    """The oracle for ``tree_of``: Donut's ``construct_tree_from_dict`` on an already
+    normalised value, visited plainly, then every node's arrays derived from its label."""
+    labels: list[str] = []
+    lmd: list[int] = []
+    flat: list[tuple[str, object]] = []
+
+    def visit(data: object, label: str, path: str) -> int:
+        first = -1
+        if isinstance(data, dict):
+            for key, value in data.items():
+                left = visit(value, key, f"{path}.{key}" if path else key)
+                first = left if first < 0 else first
+        elif isinstance(data, list):
+            if all(isinstance(item, dict) for item in data):
+                for item in data:
+                    left = visit(item, "<subtree>", path)
+                    first = left if first < 0 else first
+            else:
+                for item in data:
+                    first = len(labels) if first < 0 else first
+                    labels.append(f"{LEAF}{item}")
+                    lmd.append(len(labels) - 1)
+                    flat.append((path, item))
+        labels.append(label)
+        lmd.append(len(labels) - 1 if first < 0 else first)
+        return lmd[-1]
+
+    visit(normalized, "<root>", "")
+    leaf_flags = [LEAF in lb for lb in labels]
+    texts = [lb.replace(LEAF, "") for lb, leaf in zip(labels, leaf_flags, strict=True) if leaf]
+    positions = iter(range(len(texts)))
+    label_of = [
+        next(positions) if leaf else _LABEL_IDS.setdefault(lb, len(_LABEL_IDS))
+        for lb, leaf in zip(labels, leaf_flags, strict=True)
+    ]
+    lengths = iter(len(t) for t in texts)
+    cost = [next(lengths) if leaf else 1 for leaf in leaf_flags]
+    return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
