@@ -108,28 +108,36 @@ class _DuplicateRecorder:
         return out
 
 
-def json_depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed value (0 for a scalar); walked level by level (iterative:
-    safe for any depth), stopping at the first level past `limit`."""
-    depth = 0
+def json_size(value: Any, *, max_depth: int = 0, max_leaves: int = 0) -> tuple[int, int]:
+    """(nesting depth, leaves) of a parsed value: depth 0 for a scalar, 1 for a flat dict.
+
+    Walked level by level (iterative: safe for any depth), stopping at the first level past
+    ``max_depth`` or ``max_leaves`` (0: no bound); the numbers are then only "past it".
+    """
+    depth = leaves = 0
     level = [value]
     while level:
         deeper: list[Any] = []
-        containers = False
+        containers = 0
         for v in level:
             if isinstance(v, dict):
                 deeper.extend(v.values())
-                containers = True
+                containers += 1
             elif isinstance(v, list):
                 deeper.extend(v)
-                containers = True
-        if not containers:
-            break
-        depth += 1
-        if depth > limit:
+                containers += 1
+        leaves += len(level) - containers
+        if containers:
+            depth += 1
+        if (max_leaves and leaves > max_leaves) or (max_depth and depth > max_depth):
             break
         level = deeper
-    return depth
+    return depth, leaves
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed value (0 for a scalar); stops past `limit` (``json_size``)."""
+    return json_size(value, max_depth=limit)[0]
 
 
 def _number_hook(limit: int, kind: type) -> Any:

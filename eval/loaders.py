@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from data_tools.jsonl import JsonlError, read_jsonl
+from data_tools.parsing import json_size
 from data_tools.prompts import FULL_PROMPT, PromptError, parse_prompt, project
-from data_tools.records import read_labels
+from data_tools.records import read_labels, resolve_image
 
 if TYPE_CHECKING:
     from eval.scoring import Sample
@@ -57,13 +58,13 @@ class GoldDoc:
     doc_type: str = "unknown"
     source: str = "unknown"
     image: str = ""  # as the labels file writes it: joins old prediction files without ids
-    labels_dir: Path | None = None  # the labels file's resolved folder (relative ``image``)
+    labels_path: Path | None = None  # the labels file (a relative ``image`` is next to it)
 
     def image_path(self) -> str:
-        """The image's absolute, resolved path (``data_tools.records.resolve_image``)."""
-        if not self.image:
+        """The image's absolute, resolved path ("" without an image or a labels file)."""
+        if not self.image or self.labels_path is None:
             return ""
-        return str(_resolve_image(self.image, self.labels_dir or Path.cwd()))
+        return str(resolve_image(self.image, self.labels_path))
 
 
 def read_gold(path: str | Path) -> dict[str, GoldDoc]:
@@ -73,22 +74,13 @@ def read_gold(path: str | Path) -> dict[str, GoldDoc]:
     rows are joined by id, and resolving 10,000 paths costs a system call each.
     """
     out: dict[str, GoldDoc] = {}
-    base = Path(path).resolve().parent  # resolved once, not once per record
+    labels_path = Path(path).resolve()  # once; images are resolved only when needed
     for rec in read_labels(path):
         meta = rec.meta or {}
         source = str(meta.get("source") or meta.get("dataset") or "unknown")
         doc_type = rec.doc_type or "unknown"
-        out[rec.id] = GoldDoc(rec.id, rec.fields, doc_type, source, rec.image, base)
+        out[rec.id] = GoldDoc(rec.id, rec.fields, doc_type, source, rec.image, labels_path)
     return out
-
-
-def _resolve_image(image: str, base: Path) -> Path:
-    """``data_tools.records.resolve_image(image, labels_path)`` given the resolved folder of
-    the labels file (``Path(labels_path).resolve().parent``)."""
-    p = Path(image).expanduser()
-    if not p.is_absolute():
-        p = base / p
-    return p.resolve()
 
 
 # ---------------------------------------------------------------- limits
@@ -109,28 +101,13 @@ class Limits:
         return None
 
     def check_value(self, value: Any) -> str | None:
-        """The first limit ``value`` breaks, or None: a walk level by level (iterative, any
-        depth) that stops at the first level past either limit."""
-        leaves = 0
-        depth = 0
-        level = [value]
-        while level:
-            depth += 1
-            deeper: list[Any] = []
-            containers = 0
-            for v in level:
-                if isinstance(v, dict):
-                    deeper.extend(v.values())
-                    containers += 1
-                elif isinstance(v, list):
-                    deeper.extend(v)
-                    containers += 1
-            leaves += len(level) - containers
-            if self.max_leaves and leaves > self.max_leaves:
-                return f"prediction has more than max_leaves={self.max_leaves:,} leaves; scored as {{}}"
-            if containers and self.max_depth and depth > self.max_depth:
-                return f"prediction nests deeper than max_depth={self.max_depth}; scored as {{}}"
-            level = deeper
+        """The first limit ``value`` breaks (``json_size``: any depth, stops at the limit),
+        or None."""
+        depth, leaves = json_size(value, max_depth=self.max_depth, max_leaves=self.max_leaves)
+        if self.max_leaves and leaves > self.max_leaves:
+            return f"prediction has more than max_leaves={self.max_leaves:,} leaves; scored as {{}}"
+        if self.max_depth and depth > self.max_depth:
+            return f"prediction nests deeper than max_depth={self.max_depth}; scored as {{}}"
         return None
 
 
