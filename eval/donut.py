@@ -31,7 +31,8 @@ answer that is empty after ``normalize_dict`` scores 0.0 nTED accuracy, exactly 
 
 Speed: each tree is turned into integer arrays once; leaf texts are compared with
 rapidfuzz's C Levenshtein, once per leaf pair; the Zhang–Shasha DP, with Donut's relabel
-costs computed inline, is compiled by numba when available (see ``eval/ted.py``).
+costs computed inline, is compiled by numba when available and runs on the trees
+mirrored when that needs fewer cells (see ``eval/ted.py``).
 """
 
 from __future__ import annotations
@@ -300,8 +301,15 @@ def _tree(
     )
 
 
-def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | None = None) -> int:
-    """Zhang–Shasha distance from ``pred_tree`` to ``gold_tree`` with Donut's costs."""
+def donut_ted(
+    pred_tree: DonutTree,
+    gold_tree: DonutTree,
+    *,
+    compiled: bool | None = None,
+    decomposition: str = "auto",
+) -> int:
+    """Zhang–Shasha distance from ``pred_tree`` to ``gold_tree`` with Donut's costs
+    (``decomposition``: see ``eval.ted.tree_edit_distance``)."""
     a, b = pred_tree, gold_tree
     if a.texts and b.texts:
         leaf_dist = cdist(a.texts, b.texts, scorer=Levenshtein.distance, dtype=np.int64)
@@ -309,7 +317,8 @@ def donut_ted(pred_tree: DonutTree, gold_tree: DonutTree, *, compiled: bool | No
         leaf_dist = np.zeros((len(a.texts), len(b.texts)), dtype=np.int64)
     return tree_edit_distance(
         a.lmd, a.keyroots, b.lmd, b.keyroots, a.node_cost, b.node_cost,
-        a.is_leaf, b.is_leaf, a.label, b.label, leaf_dist, compiled=compiled,
+        a.is_leaf, b.is_leaf, a.label, b.label, leaf_dist,
+        compiled=compiled, decomposition=decomposition,
     )  # fmt: skip
 
 

@@ -79,6 +79,22 @@ def test_tree_post_order_and_keyroots() -> None:
     assert t.label[t.is_leaf].tolist() == [0, 1, 2]  # a leaf's label is its index in texts
 
 
+def test_mirror_reverses_every_sibling_order() -> None:
+    from eval.ted import _mirrored_cells, mirrored, relevant_cells
+
+    t = tree_of({"a": "xy", "bb": ["y", "zzz"]})
+    lmd, keyroots, cost, leaf, label = mirrored(t.lmd, t.node_cost, t.is_leaf, t.label)
+    # mirrored: <root> -> bb -> (zzz, y), a -> xy; post-order zzz, y, bb, xy, a, <root>
+    assert lmd.tolist() == [0, 1, 0, 3, 3, 0]
+    assert keyroots.tolist() == [1, 4, 5]
+    assert cost.tolist() == [3, 1, 1, 2, 1, 1]
+    assert leaf.tolist() == [True, True, False, True, False, False]
+    assert [t.texts[i] for i in label[leaf]] == ["zzz", "y", "xy"]
+    # subtree size + 1 per keyroot: left zzz, bb, <root> (1, 3, 6); right y, a, <root> (1, 2, 6)
+    assert relevant_cells(t.lmd, t.keyroots) == 2 + 4 + 7
+    assert relevant_cells(lmd, keyroots) == _mirrored_cells(t.lmd) == 2 + 3 + 7
+
+
 def test_empty_gold_does_not_divide_by_zero() -> None:
     assert donut_f1([{}], [{}]) == 1.0
     assert donut_f1([{"a": "1"}], [{}]) == 0.0
@@ -137,6 +153,18 @@ def test_compiled_distance_equals_the_python_loop(a: object, b: object) -> None:
     ta, tb = tree_of(a), tree_of(b)
     assert donut_ted(ta, tb) == donut_ted(ta, tb, compiled=False)
     assert donut_ted(ta, ta) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=JSON_VALUES | DOCS, b=JSON_VALUES | DOCS)
+def test_left_and_right_decompositions_give_one_distance(a: object, b: object) -> None:
+    from eval.donut import donut_ted
+
+    ta, tb = tree_of(a), tree_of(b)
+    left = donut_ted(ta, tb, decomposition="left")
+    assert donut_ted(ta, tb, decomposition="right") == left
+    assert donut_ted(ta, tb, decomposition="right", compiled=False) == left
+    assert donut_ted(tb, ta, decomposition="right") == donut_ted(tb, ta, decomposition="left")
 
 
 @settings(max_examples=200, deadline=None)
