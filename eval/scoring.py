@@ -265,11 +265,13 @@ def warm_up() -> None:
     process: worker processes forked afterwards inherit it instead of paying seconds each."""
     from eval.align import warm_up as align_warm_up
     from eval.anls import anls_star as _anls_star
-    from eval.donut import donut_nted_accuracy
+    from eval.donut import donut_ted, tree_of
 
     align_warm_up()
     _anls_star({"a": ["x", "y", "z", "w", "v"]}, {"a": ["y", "x", "z", "w", "v"]})  # munkres
-    donut_nted_accuracy({"a": "x"}, {"a": "y"})  # numba compiles or loads its cache
+    tree = tree_of({"a": "x"})
+    for decomposition in ("auto", "right"):  # numba compiles or loads its cache: every kernel
+        donut_ted(tree, tree, decomposition=decomposition)
 
 
 def _pool_context() -> Any:
