@@ -142,6 +142,22 @@ def donut_f1(preds: list[Any], golds: list[Any]) -> float:
 _LABEL_IDS: dict[str, int] = {}
 
 
+# A dict's keys (as a tuple) -> Donut's order of them, ``(len(key), key)``: documents of one
+# schema repeat the same key sets. Bounded; past the bound orders are computed, not kept.
+_KEY_ORDERS: dict[tuple[Any, ...], list[Any]] = {}
+_KEY_ORDERS_MAX = 50_000
+
+
+def _key_order(data: dict[Any, Any]) -> list[Any]:
+    names = tuple(data)
+    order = _KEY_ORDERS.get(names)
+    if order is None:
+        order = sorted(names, key=lambda k: (len(k), k))
+        if len(_KEY_ORDERS) < _KEY_ORDERS_MAX:
+            _KEY_ORDERS[names] = order
+    return order
+
+
 @dataclass
 class DonutTree:
     """A Donut tree in post-order, as the arrays ``eval.ted.tree_edit_distance`` takes."""
@@ -186,8 +202,15 @@ def tree_of(value: Any) -> DonutTree:
     def keys(data: dict[Any, Any], path: str) -> int:
         """Emit a dict's kept keys; the leftmost leaf index, -1 if none was kept."""
         first = -1
-        for key in sorted(data, key=lambda k: (len(k), k)):
-            left = member(data[key], key, f"{path}.{key}" if path else key)
+        for key in _key_order(data):
+            value = data[key]
+            if type(value) is str:  # the common case, inline: a key above one leaf
+                if not value:
+                    continue
+                left = leaf(value.strip(), f"{path}.{key}" if path else key)
+                close(key, left)
+            else:
+                left = member(value, key, f"{path}.{key}" if path else key)
             if first < 0:
                 first = left
         return first
