@@ -255,18 +255,26 @@ def calibration_from_rows(
 
 
 def calibration_summary(
-    pred_path: str | Path, gold: Mapping[str, Any], schema: Any | None = None
+    pred_path: str | Path,
+    gold: Mapping[str, Any],
+    schema: Any | None = None,
+    *,
+    rows: Iterable[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """`calibration_from_rows` over a predictions file; `gold` maps id → GoldDoc (or fields).
 
-    Never raises on a file it cannot read as rows (another input format): returns None.
+    ``rows``: the file's rows already read (``eval.loaders.PredictionFile.calibration_rows``
+    keeps those that carry a confidence or a validation: the only ones judged), so the
+    file is not read again. Never raises on a file it cannot read as rows (another input
+    format): returns None.
     """
     fields = {k: getattr(v, "fields", v) for k, v in gold.items()}
-    try:
-        rows = [row for _, row in read_jsonl(pred_path)]
-    except (JsonlError, OSError, UnicodeDecodeError) as e:
-        log.info("calibration: %s not read as prediction rows (%s)", pred_path, e)
-        return None
+    if rows is None:
+        try:
+            rows = [row for _, row in read_jsonl(pred_path)]
+        except (JsonlError, OSError, UnicodeDecodeError) as e:
+            log.info("calibration: %s not read as prediction rows (%s)", pred_path, e)
+            return None
     return calibration_from_rows(rows, fields, schema)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,8 @@ class PredictionFile:
     by_image: int = 0  # rows joined by image path (no gold id): an old file
     unknown: int = 0  # rows matching no gold document
     refused: list[dict[str, str]] = field(default_factory=list)  # {id, prompt, error}
+    # rows as read that carry a confidence or a validation: what eval.calibration judges
+    calibration_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def system(self) -> str | None:
@@ -250,6 +253,10 @@ def read_prediction_file(
             where = f"{path}:{lineno}"
             if not isinstance(obj, dict):
                 raise InputError(f"{where}: a prediction row must be a JSON object")
+            if isinstance(obj.get("confidence"), Mapping) or isinstance(
+                obj.get("validation"), Mapping
+            ):
+                result.calibration_rows.append(obj)
             row = _contract_row(obj, where)
             doc_id = row.get("id")
             if not isinstance(doc_id, str | int) or isinstance(doc_id, bool):

@@ -294,6 +294,7 @@ def score_files(
 
     gold: dict[str, GoldDoc] = {}
     loaded: list[tuple[str, list[Sample]]] = []
+    calibration_rows: list[list[dict[str, Any]] | None] = []  # None: read the file for it
     row_systems: list[str | None] = []
     if settings.input_format == "megemini":
         for p in pred_paths:
@@ -303,6 +304,7 @@ def score_files(
                     log.warning("%s: sample %s has a different ground truth than before", p, k)
                 gold.setdefault(k, doc)
             loaded.append((str(p), samples))
+            calibration_rows.append(None)
             row_systems.append(None)
     else:
         if gold_path is None:
@@ -323,6 +325,7 @@ def score_files(
                     if isinstance(s.value, dict):
                         s.value = schema.canonicalize(s.value)
             loaded.append((str(p), pf.samples))
+            calibration_rows.append(pf.calibration_rows)
             row_systems.append(pf.system)
     final_names = list(names) if names else system_names(pred_paths, row_systems)
 
@@ -334,9 +337,9 @@ def score_files(
         systems.append(SystemResult(name, p, samples, run.scores, run.fields))
     from eval.calibration import calibration_summary  # confidence and validation flag
 
-    for sr in systems:
+    for sr, rows in zip(systems, calibration_rows, strict=True):
         sr.summary = summarize(sr, settings)
-        sr.summary["calibration"] = calibration_summary(sr.file, gold, schema)
+        sr.summary["calibration"] = calibration_summary(sr.file, gold, schema, rows=rows)
 
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,

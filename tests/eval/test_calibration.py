@@ -151,6 +151,8 @@ def test_the_scorer_reports_calibration(tmp_path: Path) -> None:
     )
     (name,) = metrics["systems"]
     cal = metrics["systems"][name]["calibration"]
+    # from the rows the loader kept while reading: what reading the file again gives
+    assert cal == calibration_summary(pred, {f"d{i}": GOLD for i in range(5)}, schema)
     assert cal["validation"]["doc"]["precision"] == 1.0
     assert cal["confidence"]["n_leaves"] == 45
     written = write_outputs(metrics, tmp_path / "report", systems)
