@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inference.serving.loadgen import plan_requests, run_load  # noqa: E402
+from inference.serving.process import service_process  # noqa: E402
 
 
 def invoice_like_png(size: tuple[int, int] = (1600, 1000)) -> bytes:
@@ -51,22 +51,9 @@ def invoice_like_png(size: tuple[int, int] = (1600, 1000)) -> bytes:
     return buf.getvalue()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_service(
-    args: argparse.Namespace, max_body: int, extra: dict | None = None
-) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    root = Path(args.root).resolve() if args.root else REPO
+def service_config(args: argparse.Namespace, max_body: int, extra: dict | None = None) -> dict:
+    """The serve config the benchmark runs (host and port are set by ``service_process``)."""
     cfg: dict = {
-        "host": "127.0.0.1",
-        "port": port,
         "backend": (
             {
                 "backend": "paddlex",
@@ -90,28 +77,7 @@ def start_service(
             "min_pixels": min(args.min_pixels, args.max_pixels),
             "max_pixels": args.max_pixels,
         }
-    fd, path = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg, f)  # JSON is YAML
-    env = {**os.environ, "PYTHONPATH": str(root), "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.serve", "--config", path, "--log-level", "warning"],
-        cwd=root,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError("the service did not come up within 300 s")
+    return cfg
 
 
 class RssSampler:
@@ -219,10 +185,24 @@ def main() -> int:
     extra: dict = {}
     if args.scenario == "long-prompt":
         extra = {"limits": {"request_timeout_s": 600}}
-    proc = None
-    url = args.url
-    if url is None:
-        proc, url = start_service(args, args.max_body_bytes, extra)
+    with contextlib.ExitStack() as stack:
+        proc = None
+        url = args.url
+        if url is None:
+            root = Path(args.root).resolve() if args.root else REPO
+            proc, url = stack.enter_context(
+                service_process(service_config(args, args.max_body_bytes, extra), root=root)
+            )
+        summary = measure(args, url, proc)
+    summary["backend"] = "paddlex:" + args.model_dir if args.model_dir else "fake"
+    summary["concurrency"] = args.concurrency
+    summary["root"] = args.root or "."
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 0 if summary.get("server_errors", 0) == 0 else 1
+
+
+def measure(args: argparse.Namespace, url: str, proc: subprocess.Popen | None) -> dict:
+    """Run the scenario against ``url``; the summary, with the peak RSS of ``proc`` if given."""
     sampler = RssSampler(proc.pid) if proc is not None else None
     summary: dict
     try:
@@ -273,15 +253,7 @@ def main() -> int:
         if sampler:
             sampler.__exit__()
             memory = sampler.summary()
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
-    summary |= memory
-    summary["backend"] = "paddlex:" + args.model_dir if args.model_dir else "fake"
-    summary["concurrency"] = args.concurrency
-    summary["root"] = args.root or "."
-    print(json.dumps(summary, ensure_ascii=False, indent=2))
-    return 0 if summary.get("server_errors", 0) == 0 else 1
+    return summary | memory
 
 
 if __name__ == "__main__":

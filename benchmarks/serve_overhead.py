@@ -23,15 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,6 +39,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FIXTURES = Path(os.environ.get("KIE_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+from inference.serving.process import free_port, service_process, stop, wait_healthy  # noqa: E402
 
 MINIMAL_APP = """
 import base64, io, json, sys
@@ -68,12 +70,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def images() -> list[bytes]:
     photos = sorted((FIXTURES / "vat_invoices").glob("*.jpg"))
     out = [p.read_bytes() for p in photos]
@@ -91,49 +87,24 @@ def images() -> list[bytes]:
     return out
 
 
-def wait_ready(proc: subprocess.Popen, url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url}: not ready within 120 s")
-
-
-def start_minimal() -> tuple[subprocess.Popen, str]:
+@contextlib.contextmanager
+def minimal_process() -> Iterator[tuple[subprocess.Popen, str]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", MINIMAL_APP, str(port)], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(proc, url)
-    return proc, url
+    try:
+        wait_healthy(proc, url, timeout_s=120)
+        yield proc, url
+    finally:
+        stop(proc)
 
 
-def start_service(max_body: int) -> tuple[subprocess.Popen, str, str]:
-    port = free_port()
-    cfg = {
-        "host": "127.0.0.1",
-        "port": port,
+def service_config(max_body: int) -> dict:
+    return {
         "backend": {"backend": "fake"},
         "limits": {"max_body_bytes": max_body, "max_concurrency": 16, "max_queue": 64},
         "auth": {"api_key_env": None},
     }
-    fd, path = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg, f)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.serve", "--config", path, "--log-level", "warning"],
-        cwd=REPO,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(proc, url)
-    return proc, url, path
 
 
 async def burst(url: str, bodies: list[bytes], n: int, concurrency: int) -> float:
@@ -178,10 +149,11 @@ def main() -> int:
         for b in imgs
     ]
     max_body = max(len(b) for b in bodies) * 2
-    mini, mini_url = start_minimal()
-    svc, svc_url, cfg_path = start_service(max_body)
     worst = 0.0
-    try:
+    with (
+        minimal_process() as (_, mini_url),
+        service_process(service_config(max_body), timeout_s=120) as (_, svc_url),
+    ):
         for _ in range(2):  # warm-up: imports, first decodes
             asyncio.run(burst(mini_url, bodies, 8, 4))
             asyncio.run(burst(svc_url, bodies, 8, 4))
@@ -210,11 +182,6 @@ def main() -> int:
                 ),
                 flush=True,
             )
-    finally:
-        for proc in (mini, svc):
-            proc.terminate()
-            proc.wait(30)
-        os.unlink(cfg_path)
     print(f"ratio_vs_minimal={worst:.2f}")
     return 0
 

@@ -97,6 +97,12 @@ class _DuplicateRecorder:
         self.conflicting: list[str] = []
 
     def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)  # the last value of a repeated key wins, as in json.loads
+        if len(out) < len(pairs):  # a key repeats: find which, and whether values differ
+            self._record(pairs)
+        return out
+
+    def _record(self, pairs: list[tuple[str, Any]]) -> None:
         out: dict[str, Any] = {}
         for k, v in pairs:
             if k in out:
@@ -105,7 +111,6 @@ class _DuplicateRecorder:
                 if out[k] != v and k not in self.conflicting:
                     self.conflicting.append(k)
             out[k] = v
-        return out
 
 
 def json_size(value: Any, *, max_depth: int = 0, max_leaves: int = 0) -> tuple[int, int]:

@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
 
 from inference.extractor import Extractor
 from inference.serving.app import Service, create_app
 from inference.serving.config import ServeConfig
 from inference.serving.connections import uvicorn_config
+from inference.serving.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 64}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerThread:
@@ -91,43 +79,3 @@ def png_bytes(size: tuple[int, int] = (160, 120), fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (240, 240, 230)).save(buf, format=fmt)
     return buf.getvalue()
-
-
-@contextlib.contextmanager
-def service_process(
-    config: dict[str, Any], root: Path = REPO
-) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python -m inference.serve` with `config` in its own process (code from `root`)."""
-    port = free_port()
-    config = {**config, "host": "127.0.0.1", "port": port}
-    fd, path = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f)  # JSON is YAML
-    env = {**os.environ, "PYTHONPATH": str(root), "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.serve", "--config", path, "--log-level", "warning"],
-        cwd=root,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not come up within 300 s")
-            time.sleep(0.1)
-        yield proc, url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        os.unlink(path)

@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from inference.serving.loadgen import MALFORMED_KINDS, plan_requests, run_load
-from tests.hostile.servers import png_bytes, service_process
+from inference.serving.process import service_process
+from tests.hostile.servers import png_bytes
 
 MAX_BODY = 1 << 20
 RSS_LIMIT_MB = 600  # fake backend: peak 96 MB measured here (the printed summary)
