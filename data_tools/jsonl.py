@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +66,37 @@ def _default_mode() -> int:
 
 
 @contextmanager
-def atomic_writer(path: str | Path) -> Iterator[TextIO]:
-    """Open a temp file beside `path`; on success it replaces `path`, on error it vanishes."""
+def atomic_writer(
+    path: str | Path, *, binary: bool = False, fsync: bool = True, mode: int | None = None
+) -> Iterator[Any]:
+    """Open a temp file beside `path`; on success it replaces `path`, on error it vanishes.
+
+    Text (UTF-8, ``\n`` newlines) or, with ``binary``, bytes. ``fsync``: the data is on
+    disk before the rename (off for bulk files a rerun can remake, e.g. rendered images).
+    ``mode``: the published file's permission bits; default what a plain ``open(path,
+    "w")`` gives (0o666 minus the umask), not ``mkstemp``'s 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; a published file gets the umask's
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        os.fchmod(fd, _default_mode() if mode is None else mode)
+        fh = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        with fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write `data` to `path` so readers see either the old file or the whole new one."""
+    with atomic_writer(path, binary=True, fsync=fsync) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -60,7 +60,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -83,7 +82,7 @@ from data_tools.documents import (
     select_pages,
 )
 from data_tools.images import IMAGE_SUFFIXES, find_images, is_image_file
-from data_tools.jsonl import dumps_line, read_jsonl, write_jsonl_atomic
+from data_tools.jsonl import atomic_writer, dumps_line, read_jsonl, write_jsonl_atomic
 from data_tools.llm_client import (
     AsyncChatClient,
     ChatResult,
@@ -631,17 +630,8 @@ class Labeler:
             pass  # the document is gone: load_pages says so
         options = dataclasses.replace(self.doc_options, pages=(item.page,))
         (page,) = load_pages(item.path, doc_id=item.doc_id, options=options)
-        png.parent.mkdir(parents=True, exist_ok=True)
-        tmp = png.with_name(f".{png.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                page.image.save(f, format="PNG")
-                f.flush()
-                if self.cfg.fsync:
-                    os.fsync(f.fileno())
-            os.replace(tmp, png)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_writer(png, binary=True, fsync=self.cfg.fsync) as f:
+            page.image.save(f, format="PNG")
         return png
 
     def _document_reason(self, item: ImageItem, msg: str) -> str:

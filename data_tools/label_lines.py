@@ -42,7 +42,6 @@ import asyncio
 import concurrent.futures
 import io
 import logging
-import os
 import re
 import sys
 from collections import Counter
@@ -55,7 +54,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data_tools.config import ConfigError, load_config, to_dict
-from data_tools.jsonl import JsonlError, atomic_write_text, dumps_line, read_jsonl
+from data_tools.jsonl import (
+    JsonlError,
+    atomic_write_bytes,
+    atomic_write_text,
+    dumps_line,
+    read_jsonl,
+)
 from data_tools.label import (
     ImageItem,
     LabelConfigError,
@@ -338,9 +343,7 @@ class LineLabeler:
         rels = []
         for n, data in crops:
             rel = f"crops/{image_id}/{n:04d}.jpg"
-            tmp = self.out / (rel + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, self.out / rel)
+            atomic_write_bytes(self.out / rel, data, fsync=False)  # a rerun remakes it
             rels.append(rel)
         return rels
 

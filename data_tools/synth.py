@@ -40,7 +40,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from data_tools.jsonl import write_jsonl_atomic
+from data_tools.jsonl import atomic_writer, write_jsonl_atomic
 from data_tools.normalize import amount_to_words
 from data_tools.qa import USCC_CHARS, uscc_check_char
 from data_tools.records import LabelRecord
@@ -735,15 +734,8 @@ def render_invoice(
 
 
 def _save_jpeg_atomic(im: Image.Image, path: Path, quality: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format="JPEG", quality=quality)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, binary=True, fsync=False) as fh:  # a rerun remakes it
+        im.save(fh, format="JPEG", quality=quality)
 
 
 # ---------------------------------------------------------------- dataset

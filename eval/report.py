@@ -11,13 +11,11 @@ import base64
 import html
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data_tools.jsonl import atomic_write_text
+from data_tools.jsonl import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -356,18 +354,6 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------- documents
 def _worst_md(metrics: dict[str, Any]) -> list[str]:
     lines = ["## Worst samples", ""]
@@ -532,7 +518,7 @@ def write_report(
     plot_files: dict[str, str] = {}
     for key, data in images.items():
         p = out_dir / "plots" / f"{key}.png"
-        _write_bytes_atomic(p, data)
+        atomic_write_bytes(p, data)
         plot_files[key] = f"plots/{key}.png"
         written.append(p)
     md = out_dir / "report.md"

@@ -39,9 +39,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,7 +48,7 @@ from typing import Any
 
 from data_tools.config import ConfigError, load_config
 from data_tools.images import IMAGE_SUFFIXES, is_image_file, visual_tokens
-from data_tools.jsonl import JsonlError, read_jsonl, write_jsonl_atomic
+from data_tools.jsonl import JsonlError, atomic_writer, read_jsonl, write_jsonl_atomic
 from data_tools.paddleocr_vl import MODEL_NAME
 from data_tools.predictions import PredictionRow, read_predictions, row_key
 from data_tools.prompts import FULL_PROMPT
@@ -602,15 +600,8 @@ def write_excel(
     for cell in raw[1]:
         cell.font = Font(bold=True)
 
-    xlsx.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{xlsx.name}.", suffix=".tmp", dir=xlsx.parent)
-    os.close(fd)
-    try:
-        wb.save(tmp)
-        os.replace(tmp, xlsx)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(xlsx, binary=True) as fh:
+        wb.save(fh)
     return len(invoices)
 
 

@@ -39,8 +39,6 @@ from `meta` when present, else the file path (and row); `meta.split` is `train`,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,7 @@ from data_tools.converters.common import (
     split_name,
     stem_refs,
 )
+from data_tools.jsonl import atomic_write_bytes
 
 DOC_TYPE = "receipt"
 DEFAULT_SCHEMA = "cord"
@@ -265,15 +264,7 @@ def _write_image(target: Path, data: bytes) -> None:
     """Write bytes atomically; leave an identical existing file alone."""
     if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, data, fsync=False)  # a rerun of the conversion remakes it
 
 
 def _iter_parquet(path: Path, root: Path, opts: ConvertOptions) -> Iterator[SourceItem | BadItem]:

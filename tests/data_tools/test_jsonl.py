@@ -53,6 +53,25 @@ def test_atomic_write_text_creates_parents(tmp_path):
     assert p.read_text(encoding="utf-8") == "hé"
 
 
+def test_atomic_bytes_publish_with_the_umask_mode_or_the_one_given(tmp_path):
+    from data_tools.jsonl import atomic_write_bytes, atomic_writer
+
+    p = tmp_path / "img" / "a.png"
+    atomic_write_bytes(p, b"\x89PNG\r\n", fsync=False)
+    assert p.read_bytes() == b"\x89PNG\r\n"  # bytes as given: no newline translation
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's 0600
+    with atomic_writer(p, binary=True, mode=0o640) as fh:
+        fh.write(b"new")
+    assert (p.read_bytes(), p.stat().st_mode & 0o777) == (b"new", 0o640)
+    with pytest.raises(OSError), atomic_writer(p, binary=True) as fh:
+        fh.write(b"half")
+        raise OSError("disk full")
+    assert p.read_bytes() == b"new"
+    assert [f.name for f in p.parent.iterdir()] == ["a.png"]  # no temp file left
+
+
 def test_append_and_drop_torn_tail(tmp_path):
     p = tmp_path / "labels.jsonl"
     append_jsonl(p, {"id": "a"})

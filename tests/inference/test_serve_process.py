@@ -21,7 +21,7 @@ def test_wait_healthy_reports_a_server_that_exits() -> None:
 
 def test_a_service_that_cannot_start_is_an_error_and_leaves_no_config_behind() -> None:
     before = set(Path(tempfile.gettempdir()).glob("serve-*.json"))
-    with pytest.raises(RuntimeError, match="exited with"):
-        with service_process({"backend": {"backend": "no-such-backend"}}, timeout_s=120):
-            pytest.fail("a service with an unknown backend came up")
+    bad = {"backend": {"backend": "no-such-backend"}}
+    with pytest.raises(RuntimeError, match="exited with"), service_process(bad, timeout_s=120):
+        pytest.fail("a service with an unknown backend came up")
     assert set(Path(tempfile.gettempdir()).glob("serve-*.json")) == before
