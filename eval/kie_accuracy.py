@@ -35,6 +35,10 @@ def _lists_equal(expected: list[Any], predicted: list[Any]) -> bool:
         return False
     if expected == predicted:
         return True
+    # sorted lists compare equal only item by item, so every predicted item equals (==,
+    # identity first, as ``in`` tests) some gold item: one that equals none decides it
+    if any(item not in expected for item in predicted):
+        return False
     try:
         return sorted(expected, key=_sort_key) == sorted(predicted, key=_sort_key)
     except (TypeError, ValueError):
