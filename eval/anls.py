@@ -61,9 +61,16 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def anls_star(gold: Any, pred: Any) -> float:
-    """``anls_star.anls_score(gold, pred)``: the same value, near-linear in list length."""
-    gold, pred = _jsonable(gold), _jsonable(pred)
+def anls_star(gold: Any, pred: Any, *, plain_json: bool = False) -> float:
+    """``anls_star.anls_score(gold, pred)``: the same value, near-linear in list length.
+
+    ``plain_json``: both values are already made of dict, list, str, int, float, bool and
+    None only (what ``json.loads`` returns: the scorer's gold and predictions), so the
+    copy that turns tuples and other objects into those is skipped (it changes nothing
+    then; neither value is modified either way).
+    """
+    if not plain_json:
+        gold, pred = _jsonable(gold), _jsonable(pred)
     if isinstance(gold, list) and all(isinstance(x, str) for x in gold) and isinstance(pred, str):
         gold = tuple(gold)  # the package's ST-VQA compatibility rule
         if not gold:

@@ -170,7 +170,7 @@ def _score_view(
     dc, st["nted_acc"] = donut_scores(pred, sample.gold)
     st["donut_tp"] = dc.tp
     st["donut_err"] = dc.fn_or_fp
-    st["anls_star"] = anls_star(sample.gold, pred)
+    st["anls_star"] = anls_star(sample.gold, pred, plain_json=True)  # parsed JSON, both
     if sample.request:
         st["partial"] = 1.0
         paths = requested_paths(sample.request)

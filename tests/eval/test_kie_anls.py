@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from anls_star import anls_score
 from hypothesis import given, settings
@@ -67,6 +69,10 @@ def test_anls_star_equals_the_package(gold: dict, pred: object) -> None:
             anls_star(gold, pred)
         return
     assert anls_star(gold, pred) == expected
+    # parsed JSON needs no conversion copy (the scorer's case); neither side is modified
+    before = json.dumps([gold, pred], sort_keys=True)
+    assert anls_star(gold, pred, plain_json=True) == expected
+    assert json.dumps([gold, pred], sort_keys=True) == before
 
 
 # ---------------------------------------------------------------- long lists, both paths
