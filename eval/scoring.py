@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # "refused" = past the scorer's size limits (eval.loaders.Limits)
 PARSE_METHODS = ("strict", "embedded", "repaired", "failed", "given", "missing", "refused")
 _OUTCOME_STAT = {TP: "tp", WRONG: "wrong", MISS: "miss", HALLUCINATED: "hal", TN: "tn"}
+_LINE_ITEM_STAT = {k: "li_" + v for k, v in _OUTCOME_STAT.items()}
+_ZERO_LEAF_STATS = dict.fromkeys(LEAF_STATS, 0.0)  # copied per field: never modified
 
 
 @dataclass
@@ -134,31 +136,34 @@ def _score_view(
     per_field: dict[str, FieldStats] = {}
     diffs: list[dict[str, Any]] = []
     for leaf in alignment.leaves:
-        stat = _OUTCOME_STAT[leaf.outcome]
+        outcome = leaf.outcome
+        stat = _OUTCOME_STAT[outcome]
         st[stat] += 1
-        if leaf.outcome != TN:
+        counted = outcome != TN
+        if counted:
             st["anls_sum"] += leaf.anls
             st["anls_n"] += 1
             if leaf.line_item:
-                st["li_" + stat] += 1
+                st[_LINE_ITEM_STAT[outcome]] += 1
         if with_fields:
             fs = per_field.get(leaf.field)
             if fs is None:
-                fs = per_field[leaf.field] = FieldStats(leaf.ftype, dict.fromkeys(LEAF_STATS, 0.0))
-            fs.stats[stat] += 1
-            if leaf.outcome != TN:
-                fs.stats["anls_sum"] += leaf.anls
-                fs.stats["anls_n"] += 1
-            if leaf.outcome not in (TP, TN):
-                diffs.append(
-                    {
-                        "field": leaf.field,
-                        "outcome": leaf.outcome,
-                        "gold": leaf.gold,
-                        "pred": leaf.pred,
-                        "anls": round(leaf.anls, 4),
-                    }
-                )
+                fs = per_field[leaf.field] = FieldStats(leaf.ftype, _ZERO_LEAF_STATS.copy())
+            stats = fs.stats
+            stats[stat] += 1
+            if counted:
+                stats["anls_sum"] += leaf.anls
+                stats["anls_n"] += 1
+                if outcome != TP:
+                    diffs.append(
+                        {
+                            "field": leaf.field,
+                            "outcome": outcome,
+                            "gold": leaf.gold,
+                            "pred": leaf.pred,
+                            "anls": round(leaf.anls, 4),
+                        }
+                    )
     st["rows_exact"] = alignment.rows.exact
     st["rows_gold"] = alignment.rows.gold
     st["rows_pred"] = alignment.rows.pred
