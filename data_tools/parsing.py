@@ -125,6 +125,8 @@ def json_size(value: Any, *, max_depth: int = 0, max_leaves: int = 0) -> tuple[i
         deeper: list[Any] = []
         containers = 0
         for v in level:
+            if type(v) is str:  # most leaves: one check instead of two
+                continue
             if isinstance(v, dict):
                 deeper.extend(v.values())
                 containers += 1

@@ -87,8 +87,10 @@ from data_tools.parsing import (  # noqa: E402
     JsonLimitError,
     ParseLimits,
     json_depth,
+    json_size,
     loads_bounded,
 )
+from tests.eval.strategies import JSON_VALUES  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -146,3 +148,21 @@ def test_deep_unclosed_text_is_not_handed_to_json_repair() -> None:
     out = parse_model_output("{" * 6000)  # json_repair alone: 2.2 s here, superlinear
     assert time.perf_counter() - t0 < 0.5
     assert out.report.method == "failed" and "nested deeper than 64" in out.report.error
+
+
+def _size_reference(value: object) -> tuple[int, int]:
+    """(depth, leaves) written plainly (recursive): the oracle for ``json_size``."""
+    if isinstance(value, dict | list):
+        children = list(value.values()) if isinstance(value, dict) else value
+        sizes = [_size_reference(c) for c in children]
+        return 1 + max((d for d, _ in sizes), default=0), sum(n for _, n in sizes)
+    return 0, 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES, bound=st.integers(1, 4))
+def test_json_size_is_depth_and_leaves(value: object, bound: int) -> None:
+    depth, leaves = _size_reference(value)
+    assert json_size(value) == (depth, leaves)
+    assert (json_size(value, max_depth=bound)[0] > bound) == (depth > bound)
+    assert (json_size(value, max_leaves=bound)[1] > bound) == (leaves > bound)
