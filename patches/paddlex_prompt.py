@@ -42,11 +42,10 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from data_tools.jsonl import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +94,20 @@ def paddlex_version(pkg: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` in one rename, keeping its permission bits."""
+    """Replace ``path`` by ``data`` in one rename, keeping its permission bits (this module
+    imports nothing of the project: ``data_tools.jsonl.atomic_writer`` is the same write)."""
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    with atomic_writer(path, binary=True, mode=mode) as f:
-        f.write(data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _replace_if_unchanged(path: Path, expected: bytes, data: bytes) -> None:
