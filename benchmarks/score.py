@@ -2,6 +2,7 @@
 
     python benchmarks/score.py [--docs 10000] [--workers N] [--repeats 3]
         [--compare REV]      # A/B against the scorer (eval/) of a git revision, interleaved
+        [--side-by-side]     # with --compare: old and new at the same moment, one core each
         [--scaling]          # alignment and ANLS* per document at 1x / 4x / 16x line items
         [--nted-docs 200]    # Donut nTED: ours vs a faithful copy of Donut's code
 
@@ -13,7 +14,14 @@ and invented keys, currency signs, reordered items, fenced or broken JSON.
 folder and times it and the working tree's scorer in alternation, each in a fresh process
 on the same files (the rest of the tree, ``data_tools`` included, is shared), then prints
 the median of each and their ratio, in wall time and in CPU time (the process and its
-workers, imports included: steadier than wall time on a loaded machine). The load average is printed with every timing: this
+workers, imports included: steadier than wall time on a loaded machine).
+``--side-by-side`` instead runs both at the same moment, each in one process pinned to
+one core (swapped every round), scoring serially: where the host's speed drifts within
+minutes (this development machine: +-30 %), runs at the same moment see the same host:
+the same code against itself read 0.99 over four rounds of 4,000 documents (rounds
+0.90-1.02), where alternated runs read 0.8-1.2; with 1,500 documents (imports are then a
+third of the time) rounds still spread 0.88-1.20, so use thousands and several repeats.
+Both copies' numba kernels are compiled once, untimed, before any run (``prime``). The load average is printed with every timing: this
 runs on shared machines.
 
 Donut nTED: ours vs a faithful pure-Python copy of Donut's code
@@ -211,20 +219,77 @@ def archive(rev: str, into: Path) -> Path:
     return into
 
 
-def child(code: Path, args: argparse.Namespace, gold: Path, pred: Path) -> tuple[float, float, str]:
+def child_command(code: Path, args: argparse.Namespace, gold: Path, pred: Path) -> list[str]:
     cmd = [sys.executable, __file__, "--code", str(code), "--files", str(gold), str(pred)]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return cmd
+
+
+def child_result(cmd: list[str], out: str) -> tuple[float, float, str]:
     m = re.search(r"elapsed_s=([\d.]+) cpu_s=([\d.]+) (.*)", out)
     if not m:
         raise RuntimeError(f"no timing in the output of {cmd}:\n{out}")
     return float(m.group(1)), float(m.group(2)), m.group(3)
 
 
+def child(code: Path, args: argparse.Namespace, gold: Path, pred: Path) -> tuple[float, float, str]:
+    cmd = child_command(code, args, gold, pred)
+    return child_result(cmd, subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def side_by_side(args: argparse.Namespace, old: Path, gold: Path, pred: Path) -> None:
+    """Old and new scoring serially at the same moment, one core each, cores swapped."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--side-by-side needs two CPUs")
+    args.workers = 1
+    cpu: dict[str, list[float]] = {"new": [], "old": []}
+    results: dict[str, str] = {}
+    for r in range(args.repeats):
+        pair = (("new", REPO), ("old", old)) if r % 2 == 0 else (("old", old), ("new", REPO))
+        procs = []
+        for core, (label, code) in zip(cpus[:2], pair, strict=True):
+            cmd = [*child_command(code, args, gold, pred), "--cpu", str(core)]
+            procs.append((label, cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+        for label, cmd, proc in procs:
+            out, _ = proc.communicate()
+            if proc.returncode:
+                raise RuntimeError(f"{cmd} exited with {proc.returncode}")
+            _, cpu_s, results[label] = child_result(cmd, out)
+            cpu[label].append(cpu_s)
+        print(
+            f"  round {r + 1}: new {cpu['new'][-1]:.2f} s CPU, old {cpu['old'][-1]:.2f} s "
+            f"-> {cpu['new'][-1] / cpu['old'][-1]:.3f} ({load()})",
+            flush=True,
+        )
+    new, old_t = statistics.median(cpu["new"]), statistics.median(cpu["old"])
+    print(
+        f"side by side, {args.docs} documents scored serially, CPU (imports included), median "
+        f"of {args.repeats}: working tree {new:.2f} s, {args.compare} {old_t:.2f} s -> "
+        f"ratio new/old {new / old_t:.3f}"
+    )
+    print(f"  same overall metrics: {results['new'] == results['old']}")
+
+
+def prime(code: Path) -> None:
+    """Compile (or load) the numba kernels of ``code``'s scorer once, untimed: an archived
+    copy has no numba cache yet, and its first timed run would pay the compilation."""
+    script = (
+        f"import sys; sys.path[:0] = [{str(code)!r}, {str(REPO)!r}]\n"
+        "from eval.scoring import warm_up\nwarm_up()"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False, capture_output=True)
+
+
 def compare(args: argparse.Namespace, gold: Path, pred: Path) -> None:
     with tempfile.TemporaryDirectory() as d:
         old = archive(args.compare, Path(d))
+        for code in (old, REPO):
+            prime(code)
+        if args.side_by_side:
+            side_by_side(args, old, gold, pred)
+            return
         times: dict[str, list[float]] = {"new": [], "old": []}
         cpu: dict[str, list[float]] = {"new": [], "old": []}
         results: dict[str, str] = {}
@@ -257,11 +322,21 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--compare", metavar="REV", help="A/B against eval/ of this git revision")
     ap.add_argument("--scaling", action="store_true", help="1x/4x/16x line items")
+    ap.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="with --compare: old and new serially at the same moment, one core each",
+    )
     ap.add_argument("--code", type=Path, help=argparse.SUPPRESS)  # child: which eval/ to import
     ap.add_argument("--files", nargs=2, type=Path, help=argparse.SUPPRESS)  # child: gold, pred
+    ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)  # child: the one core to run on
     args = ap.parse_args()
+    if args.side_by_side and not args.compare:
+        ap.error("--side-by-side needs --compare REV")
 
     sys.path.insert(0, str(REPO))
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # before any import that starts threads
     if args.code:  # a child of --compare: time one scorer, print one line
         sys.path.insert(0, str(args.code))
         import resource
