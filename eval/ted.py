@@ -19,8 +19,10 @@ Precomputing the leaf distances once per tree pair is what makes this fast: the 
 implementation (the ``zss`` package Donut uses) calls a Python cost function - with a
 pure-Python string edit distance inside - for every cell of every forest table,
 recomputing the same pair many times. When numba is installed the DP is compiled as well
-(one function, loaded from numba's on-disk cache after the first run); without numba the
-same function runs as Python on lists (same numbers, many times slower).
+(with the small helpers that mirror a tree; all loaded from numba's on-disk cache after
+the first run); without numba the same functions run as Python (same numbers, many times
+slower). Both trees are mirrored first when the DP needs fewer cells on the mirrored pair
+(``tree_edit_distance``'s ``decomposition``).
 
 Reference: K. Zhang and D. Shasha, "Simple fast algorithms for the editing distance
 between trees and related problems", SIAM J. Computing 18(6), 1989.
