@@ -231,8 +231,17 @@ def _pattern(size: tuple[int, int]) -> Image.Image:
         ("PNG", (168, 112), True, "path"),
         ("PNG", (168, 112), True, "opened"),  # the caller's own Image.open result
         ("JPEG", (301, 199), False, "bytes"),  # a backend that ignores pixels: no resize
+        ("BMP-L", (168, 112), False, "path"),  # raw grey pixels: Pillow maps the file
+        ("BMP-L", (168, 112), True, "path"),
     ],
-    ids=["png-bytes", "png-path", "png-caller-image", "jpeg-bytes-no-fit"],
+    ids=[
+        "png-bytes",
+        "png-path",
+        "png-caller-image",
+        "jpeg-bytes-no-fit",
+        "bmp-grey-path",
+        "bmp-grey-path-fit",
+    ],
 )
 def test_prepared_image_outlives_the_opened_source(
     tmp_path: Path, fmt: str, size: tuple[int, int], fit: bool, source: str
@@ -247,7 +256,10 @@ def test_prepared_image_outlives_the_opened_source(
     from inference.imaging import open_image, prepare_opened
 
     buf = io.BytesIO()
-    _pattern(size).save(buf, format=fmt)
+    pattern = _pattern(size)
+    if fmt == "BMP-L":
+        pattern, fmt = pattern.convert("L"), "BMP"
+    pattern.save(buf, format=fmt)
     data = buf.getvalue()
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     path = tmp_path / f"a.{fmt.lower()}"
