@@ -21,8 +21,8 @@ minutes (this development machine: +-30 %), runs at the same moment see the same
 the same code against itself read 0.99 over four rounds of 4,000 documents (rounds
 0.90-1.02), where alternated runs read 0.8-1.2; with 1,500 documents (imports are then a
 third of the time) rounds still spread 0.88-1.20, so use thousands and several repeats.
-Both copies' numba kernels are compiled once, untimed, before any run (``prime``). The load average is printed with every timing: this
-runs on shared machines.
+Both copies' numba kernels are compiled once, untimed, before any run (``prime``). The
+load average is printed with every timing: this runs on shared machines.
 
 Donut nTED: ours vs a faithful pure-Python copy of Donut's code
 (``tests/eval/donut_reference.py``: zss + nltk-style edit distance), on the same

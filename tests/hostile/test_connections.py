@@ -27,29 +27,23 @@ def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
-    sock.settimeout(within_s)
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                return True
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-
-
-def _read_until_closed(sock: socket.socket, within_s: float) -> bytes:
-    """Everything the server sends until it closes the connection (or ``within_s`` passes)."""
+def _drain(sock: socket.socket, within_s: float) -> tuple[bytes, bool]:
+    """Everything the server sends within ``within_s``, and whether it closed the connection
+    (an orderly close or a reset) in that time."""
     sock.settimeout(within_s)
     chunks = []
     try:
         while data := sock.recv(65536):
             chunks.append(data)
-    except (TimeoutError, ConnectionResetError):
+    except TimeoutError:
+        return b"".join(chunks), False
+    except ConnectionResetError:
         pass
-    return b"".join(chunks)
+    return b"".join(chunks), True
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    return _drain(sock, within_s)[1]
 
 
 def test_idle_connections_cannot_starve_health_or_new_requests() -> None:
@@ -103,7 +97,7 @@ def test_slow_body_is_408_and_frees_its_budget() -> None:
             b"POST /v1/extract HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: 100000\r\n\r\n" + b'{"image": "'
         )
-        answer = _read_until_closed(sock, within_s=5.0)  # headers and body may come apart
+        answer, _ = _drain(sock, within_s=5.0)  # headers and body may come apart
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b"body_timeout" in answer
         sock.close()
