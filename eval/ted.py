@@ -42,63 +42,75 @@ def _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, 
 
     ``fd`` is a scratch buffer of at least (n1+1)*(n2+1) cells. Works on numpy arrays
     (compiled by numba) and on Python lists alike. The left neighbour of a forest cell is
-    carried in a local (``left``) instead of being re-read from ``fd``.
+    carried in a local (``left``) instead of being re-read from ``fd``. Every index goes
+    through ``_index`` (see there): compiled, index arithmetic is unsigned, wrapping
+    modulo 2**64 where ``joff`` / ``ioff`` are -1, which the final indices never are.
     """
-    n1 = len(lmd1)
-    n2 = len(lmd2)
+    one = _index(1)
+    n1 = _index(len(lmd1))
+    n2 = _index(len(lmd2))
+    n_leaves2 = _index(n_leaves2)
     for a in range(len(keyroots1)):
-        i = keyroots1[a]
-        li = lmd1[i]
-        m = i - li + 2
-        ioff = li - 1
+        i = _index(keyroots1[a])
+        li = _index(lmd1[i])
+        m = i - li + one + one
+        ioff = li - one
         for b in range(len(keyroots2)):
-            j = keyroots2[b]
-            lj = lmd2[j]
-            n = j - lj + 2
-            joff = lj - 1
+            j = _index(keyroots2[b])
+            lj = _index(lmd2[j])
+            n = j - lj + one + one
+            joff = lj - one
             fd[0] = 0
-            for x in range(1, m):
-                fd[x * n] = fd[(x - 1) * n] + cost1[x + ioff]
-            for y in range(1, n):
-                fd[y] = fd[y - 1] + cost2[y + joff]
-            for x in range(1, m):
+            for x in range(one, m):
+                fd[x * n] = fd[(x - one) * n] + cost1[x + ioff]
+            for y in range(one, n):
+                fd[y] = fd[y - one] + cost2[y + joff]
+            for x in range(one, m):
                 xi = x + ioff
                 row = x * n
                 prev = row - n
                 dx = cost1[xi]
                 base = xi * n2
                 left = fd[row]
-                if lmd1[xi] == li:  # xi on the keyroot's leftmost path: tree distances
+                if _index(lmd1[xi]) == li:  # xi on the keyroot's leftmost path: tree distances
                     is_leaf = leaf1[xi]
-                    lab = label1[xi]
-                    for y in range(1, n):
+                    lab = _index(label1[xi])
+                    for y in range(one, n):
                         yj = y + joff
                         d = min(fd[prev + y] + dx, left + cost2[yj])
-                        if lmd2[yj] == lj:
+                        if _index(lmd2[yj]) == lj:
                             if is_leaf:
                                 if leaf2[yj]:
-                                    upd = leaf_dist[lab * n_leaves2 + label2[yj]]
+                                    upd = leaf_dist[lab * n_leaves2 + _index(label2[yj])]
                                 else:
                                     upd = 1 + dx
                             elif leaf2[yj]:
                                 upd = 1 + cost2[yj]
                             else:
-                                upd = 0 if lab == label2[yj] else 1
-                            d = min(d, fd[prev + y - 1] + upd)
+                                upd = 0 if lab == _index(label2[yj]) else 1
+                            d = min(d, fd[prev + y - one] + upd)
                             td[base + yj] = d
                         else:
-                            d = min(d, fd[lmd2[yj] - 1 - joff] + td[base + yj])
+                            d = min(d, fd[_index(lmd2[yj]) - one - joff] + td[base + yj])
                         fd[row + y] = d
                         left = d
                 else:
-                    p = (lmd1[xi] - 1 - ioff) * n
-                    for y in range(1, n):
+                    p = (_index(lmd1[xi]) - one - ioff) * n
+                    for y in range(one, n):
                         yj = y + joff
-                        d = min(fd[prev + y] + dx, fd[p + lmd2[yj] - 1 - joff] + td[base + yj])
+                        d = fd[p + _index(lmd2[yj]) - one - joff] + td[base + yj]
+                        d = min(fd[prev + y] + dx, d)
                         d = min(d, left + cost2[yj])
                         fd[row + y] = d
                         left = d
-    return td[(n1 - 1) * n2 + (n2 - 1)]
+    return td[(n1 - one) * n2 + (n2 - one)]
+
+
+def _index(value):  # fmt: skip
+    """An array index. In Python the value itself; in compiled code (``_jit`` registers
+    this) the same bits as an unsigned integer, because numba checks every signed index
+    for a negative value to wrap around, which made up ~40 % of the DP's time."""
+    return value
 
 
 def relevant_cells(lmd, keyroots) -> int:  # fmt: skip
@@ -179,8 +191,19 @@ def _jit(fn: Any) -> Any:
     if fn.__name__ not in _compiled:
         import numba
 
+        if not _compiled:
+            _register_unsigned_index()
         _compiled[fn.__name__] = numba.njit(cache=True, nogil=True)(fn)
     return _compiled[fn.__name__]
+
+
+def _register_unsigned_index() -> None:
+    """Compiled, ``_index(v)`` is ``v`` as uint64 (a no-op in machine code)."""
+    from numba.extending import overload
+
+    @overload(_index)
+    def _unsigned(value):  # no annotations: numba compares this signature with the lambda's
+        return lambda value: np.uint64(value)
 
 
 def compiled_dp() -> Any:
