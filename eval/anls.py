@@ -149,6 +149,8 @@ class _Scorer:
             return ([1.0], p, length) if p in _NONEY else ([0.0], None, length)
         if not _is_leaf(p):
             return [0.0], g, length
+        if g == p and type(g) is type(p):  # the same text, so 1 - 0 (1 == True: hence type)
+            return [1.0], g, length
         return [_leaf_score(self.text(g), self.text(p))], g, length
 
     def _dict(self, g: dict[Any, Any], p: dict[Any, Any]) -> Result:
@@ -241,6 +243,8 @@ class _Scorer:
                 total += 1.0 if pv in _NONEY else 0.0
             elif pv is None:
                 total += 0.0
+            elif gv == pv and type(gv) is type(pv):  # as in nls
+                total += 1.0
             else:
                 total += _leaf_score(self.text(gv), self.text(pv))
         for k, pv in p.items():

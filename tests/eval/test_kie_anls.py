@@ -75,6 +75,41 @@ def test_anls_star_equals_the_package(gold: dict, pred: object) -> None:
     assert json.dumps([gold, pred], sort_keys=True) == before
 
 
+LOOK_ALIKES = st.sampled_from([1, 1.0, True, "1", "A", " a ", "a", "", None, 0, False])
+
+
+def _near_copy(value: object, swap: list[bool], alike: list[object]) -> object:
+    """``value`` rebuilt with some leaves replaced by look-alikes (the flags, in leaf order)."""
+    if isinstance(value, dict):
+        return {k: _near_copy(v, swap, alike) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_near_copy(v, swap, alike) for v in value]
+    if swap and swap.pop():
+        return alike.pop() if alike else None
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gold=DOCS,
+    swap=st.lists(st.booleans(), max_size=25),
+    alike=st.lists(LOOK_ALIKES, max_size=25),
+)
+def test_anls_star_on_near_copies_equals_the_package(
+    gold: dict, swap: list[bool], alike: list[object]
+) -> None:
+    """A prediction that mostly copies the gold (the common case, where equal leaves score
+    1 without a distance) with some leaves swapped for look-alikes: 1 == 1.0 == True
+    compare equal in Python but are different texts; case and spaces are not."""
+    pred = _near_copy(gold, swap, alike)
+    for g, p in ((gold, pred), ({"items": [gold, gold]}, {"items": [pred, gold]})):
+        try:
+            expected = anls_score(g, p)
+        except Exception:
+            continue  # rejected inputs: test_anls_star_equals_the_package covers them
+        assert anls_star(g, p, plain_json=True) == expected
+
+
 # ---------------------------------------------------------------- long lists, both paths
 LIKE = st.sampled_from(["a", "A", " a ", "b", "ab", "abc", "abd", "", None, 1, 1.0, True, "1"])
 ITEMS = st.dictionaries(st.sampled_from(["x", "y", "z", "w"]), LIKE, max_size=4)
