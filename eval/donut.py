@@ -204,7 +204,27 @@ def tree_of(value: Any) -> DonutTree:
         first = -1
         for key in _key_order(data):
             value = data[key]
-            if type(value) is str:  # the common case, inline: a key above one leaf
+            if type(value) is str and key in ids:
+                # the common case, inline: a known key (no "<leaf>" in it) above one leaf
+                if not value:
+                    continue
+                text = value.strip()
+                left = len(lmd)
+                labels.append(LEAF + text)
+                labels.append(key)
+                lmd.append(left)
+                lmd.append(left)
+                flat.append((f"{path}.{key}" if path else key, text))
+                if LEAF in text:
+                    text = text.replace(LEAF, "")
+                leaf_flags.append(True)
+                leaf_flags.append(False)
+                label_of.append(len(texts))
+                label_of.append(ids[key])
+                texts.append(text)
+                cost.append(len(text))
+                cost.append(1)
+            elif type(value) is str:
                 if not value:
                     continue
                 left = leaf(value.strip(), f"{path}.{key}" if path else key)
@@ -221,16 +241,19 @@ def tree_of(value: Any) -> DonutTree:
         left = idx if first < 0 else first
         labels.append(label)
         lmd.append(left)
-        if LEAF in label:  # a key containing "<leaf>": a leaf by Donut's rule
+        label_id = ids.get(label)  # labels with "<leaf>" in them are never given an id
+        if label_id is not None:
+            leaf_flags.append(False)
+            label_of.append(label_id)
+            cost.append(1)
+        elif LEAF in label:  # a key containing "<leaf>": a leaf by Donut's rule
             text = label.replace(LEAF, "")
             leaf_flags.append(True)
             label_of.append(len(texts))
             texts.append(text)
             cost.append(len(text))
         else:
-            label_id = ids.get(label)
-            if label_id is None:
-                label_id = ids[label] = len(ids)
+            label_id = ids[label] = len(ids)
             leaf_flags.append(False)
             label_of.append(label_id)
             cost.append(1)
