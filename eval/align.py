@@ -80,7 +80,7 @@ class Normalizer:
         self._type_of = type_of
         self._values: dict[tuple[str, str], str] = {}
         self._types: dict[tuple[str, ...], str] = {}
-        self._fields: dict[tuple[str, ...], str] = {}
+        self._fields: dict[tuple[str, ...], tuple[str, str]] = {}
 
     def ftype(self, path: tuple[str, ...]) -> str:
         t = self._types.get(path)
@@ -89,10 +89,14 @@ class Normalizer:
         return t
 
     def field(self, path: tuple[str, ...]) -> str:
-        name = self._fields.get(path)
-        if name is None:
-            name = self._fields[path] = field_name(path)
-        return name
+        return self.leaf_info(path)[1]
+
+    def leaf_info(self, path: tuple[str, ...]) -> tuple[str, str]:
+        """(type, field name) of a leaf path: one lookup per leaf."""
+        info = self._fields.get(path)
+        if info is None:
+            info = self._fields[path] = (self.ftype(path), field_name(path))
+        return info
 
     def value(self, value: Any, ftype: str) -> str:
         if type(value) is str:  # the common case first
@@ -150,7 +154,11 @@ def _align(
     if isinstance(g, dict):
         if isinstance(p, dict):
             for k, gv in g.items():
-                _align(gv, p.get(k, MISSING), (*path, k), norm, out, in_row)
+                pv = p.get(k, MISSING)
+                if type(gv) is str and (type(pv) is str or pv is MISSING):  # most leaves
+                    _leaf(gv, pv, (*path, k), norm, out, in_row)
+                else:
+                    _align(gv, pv, (*path, k), norm, out, in_row)
             for k, pv in p.items():
                 if k not in g:
                     _align(MISSING, pv, (*path, k), norm, out, in_row)
@@ -186,7 +194,7 @@ def _align(
 def _leaf(
     g: Any, p: Any, path: tuple[str, ...], norm: Normalizer, out: Alignment, in_row: bool
 ) -> None:
-    ftype = norm.ftype(path)
+    ftype, name = norm.leaf_info(path)
     gn = norm.value(g, ftype)
     pn = norm.value(p, ftype)
     if gn:
@@ -198,15 +206,15 @@ def _leaf(
             outcome, score = MISS, 0.0
     else:
         outcome, score = (HALLUCINATED, 0.0) if pn else (TN, 1.0)
-    out.leaves.append(
+    out.leaves.append(  # positional: Leaf's field order (name, type, gold, pred, ...)
         Leaf(
-            field=norm.field(path),
-            ftype=ftype,
-            gold=None if g is MISSING else g,
-            pred=None if p is MISSING else p,
-            outcome=outcome,
-            anls=score,
-            line_item=in_row,
+            name,
+            ftype,
+            None if g is MISSING else g,
+            None if p is MISSING else p,
+            outcome,
+            score,
+            in_row,
         )
     )
 
@@ -233,12 +241,15 @@ def _flat_leaves(v: Any, path: tuple[str, ...], norm: Normalizer) -> dict[tuple[
     return out
 
 
+_normalized_similarity = Levenshtein.normalized_similarity
+
+
 def _scalar_similarity(a: str, b: str) -> float:
     if a == b:
         return 1.0
     if not a or not b:
         return 0.0
-    return Levenshtein.normalized_similarity(a, b)
+    return _normalized_similarity(a, b)
 
 
 def _item_similarity(
@@ -246,10 +257,20 @@ def _item_similarity(
 ) -> float:
     if ga is None or pa is None:
         return 0.0
-    keys = [k for k in {**ga, **pa} if ga.get(k, "") or pa.get(k, "")]
-    if not keys:
-        return 1.0
-    return sum(_scalar_similarity(ga.get(k, ""), pa.get(k, "")) for k in keys) / len(keys)
+    total: float = 0  # as sum(): int 0, then the keys' similarities left to right
+    n = 0
+    for k in {**ga, **pa}:  # gold keys, then predicted-only ones; empty on both: skipped
+        a, b = ga.get(k, ""), pa.get(k, "")
+        if a == b:
+            if a:
+                total += 1.0
+                n += 1
+        elif a and b:
+            total += _normalized_similarity(a, b)
+            n += 1
+        else:
+            n += 1  # one side empty: 0
+    return total / n if n else 1.0
 
 
 _LSA: Any = None
@@ -319,17 +340,20 @@ def _similarity_matrix(
     adding the per-key terms in the order the per-pair loop adds them, so every value is
     the one ``_item_similarity`` / ``_scalar_similarity`` gives.
     """
-    sim = np.zeros((len(gf), len(pf)))
     if len(gf) * len(pf) < VECTOR_MIN_PAIRS or not PLAIN_FLOAT_SUM:
-        for i, (a, ak) in enumerate(zip(gf, g_kinds, strict=True)):
-            for j, (b, bk) in enumerate(zip(pf, p_kinds, strict=True)):
+        rows = []  # Python floats, one array at the end: cheaper than numpy item writes
+        for a, ak in zip(gf, g_kinds, strict=True):
+            row = []
+            for b, bk in zip(pf, p_kinds, strict=True):
                 if ak != bk:
-                    continue
-                if ak == "scalar":
-                    sim[i, j] = _scalar_similarity(a, b) if (a or b) else 1.0
+                    row.append(0.0)
+                elif ak == "scalar":
+                    row.append(_scalar_similarity(a, b) if (a or b) else 1.0)
                 else:
-                    sim[i, j] = _item_similarity(a, b)
-        return sim
+                    row.append(_item_similarity(a, b))
+            rows.append(row)
+        return np.array(rows, dtype=np.float64).reshape(len(gf), len(pf))
+    sim = np.zeros((len(gf), len(pf)))
     from rapidfuzz.process import cdist
 
     def scores(a: list[str], b: list[str]) -> np.ndarray:
