@@ -11,6 +11,7 @@ Two ways to write, matching the two kinds of output in this project:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -30,6 +31,46 @@ class JsonlError(ValueError):
 def dumps_line(obj: Any) -> str:
     """One JSONL line: compact-ish JSON, real UTF-8 characters, trailing newline."""
     return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building a large tree of objects.
+
+    Loading a JSONL file of thousands of records allocates millions of dicts, lists and
+    strings that all survive; each allocation burst triggers a collection that traverses
+    the survivors again (scoring 10,000 invoices: ~900 collections, 0.76 s of the main
+    process). Parsed JSON holds no reference cycles, so nothing is lost by waiting: the
+    collector is restored (if it was on) when the block ends, and whatever cycles were
+    made meanwhile are collected later as usual. Do not fork worker processes inside
+    the block: they would inherit a disabled collector.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Keep every object alive now out of the cyclic collector's walks until the block ends
+    (``gc.freeze``; undone at the end unless a caller further out froze them first).
+
+    For long-lived data such as loaded samples: later collections then walk only what was
+    made since, and processes forked inside the block do not touch the frozen objects'
+    pages when they collect (which would make the kernel copy them).
+    """
+    froze = gc.get_freeze_count() == 0
+    if froze:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if froze:
+            gc.unfreeze()
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

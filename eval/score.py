@@ -22,10 +22,12 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data_tools.jsonl import gc_frozen, gc_paused
 from eval.loaders import INPUT_FORMATS, InputError, Limits
 
 if TYPE_CHECKING:
@@ -268,30 +270,21 @@ def system_names(paths: Sequence[str | Path], row_systems: Sequence[str | None])
     return out
 
 
-def score_files(
+def _load_inputs(
     pred_paths: Sequence[str | Path],
-    *,
     gold_path: str | Path | None,
-    names: Sequence[str] | None = None,
-    settings: ScoreSettings | None = None,
-) -> tuple[dict[str, Any], list[SystemResult]]:
-    """Score every prediction file; returns (metrics.json content, per-system results)."""
-    from eval.anls import ANLS_TAU
+    settings: ScoreSettings,
+    schema: Any,
+) -> tuple[
+    dict[str, GoldDoc],
+    list[tuple[str, list[Sample]]],
+    list[list[dict[str, Any]] | None],
+    list[str | None],
+]:
+    """(gold, (file, samples) per prediction file, their calibration rows, their systems)."""
     from eval.loaders import read_gold, read_megemini, read_prediction_file
-    from eval.metrics import definitions
-    from eval.scoring import ScoringContext, score_samples
 
-    settings = settings or ScoreSettings()
-    if settings.input_format not in INPUT_FORMATS:
-        raise InputError(f"unknown input format {settings.input_format!r}; use {INPUT_FORMATS}")
-    if names and len(names) != len(pred_paths):
-        raise InputError(f"--name given {len(names)} times for {len(pred_paths)} --pred files")
-    if names and len(set(names)) != len(names):
-        raise InputError(f"system names must be unique: {list(names)}")
-    schema = load_schema_or_none(settings.schema)
-    ctx = ScoringContext.from_schema(schema)
     limits = settings.limits
-
     gold: dict[str, GoldDoc] = {}
     loaded: list[tuple[str, list[Sample]]] = []
     calibration_rows: list[list[dict[str, Any]] | None] = []  # None: read the file for it
@@ -327,19 +320,54 @@ def score_files(
             loaded.append((str(p), pf.samples))
             calibration_rows.append(pf.calibration_rows)
             row_systems.append(pf.system)
-    final_names = list(names) if names else system_names(pred_paths, row_systems)
+    return gold, loaded, calibration_rows, row_systems
 
-    systems: list[SystemResult] = []
-    for name, (p, samples) in zip(final_names, loaded, strict=True):
-        t0 = time.perf_counter()
-        run = score_samples(samples, ctx, workers=settings.workers, desc=f"scoring {name}")
-        log.info("%s: %d samples scored in %.1f s", name, len(samples), time.perf_counter() - t0)
-        systems.append(SystemResult(name, p, samples, run.scores, run.fields))
-    from eval.calibration import calibration_summary  # confidence and validation flag
 
-    for sr, rows in zip(systems, calibration_rows, strict=True):
-        sr.summary = summarize(sr, settings)
-        sr.summary["calibration"] = calibration_summary(sr.file, gold, schema, rows=rows)
+def score_files(
+    pred_paths: Sequence[str | Path],
+    *,
+    gold_path: str | Path | None,
+    names: Sequence[str] | None = None,
+    settings: ScoreSettings | None = None,
+) -> tuple[dict[str, Any], list[SystemResult]]:
+    """Score every prediction file; returns (metrics.json content, per-system results)."""
+    from eval.anls import ANLS_TAU
+    from eval.metrics import definitions
+    from eval.scoring import ScoringContext, score_samples
+
+    settings = settings or ScoreSettings()
+    if settings.input_format not in INPUT_FORMATS:
+        raise InputError(f"unknown input format {settings.input_format!r}; use {INPUT_FORMATS}")
+    if names and len(names) != len(pred_paths):
+        raise InputError(f"--name given {len(names)} times for {len(pred_paths)} --pred files")
+    if names and len(set(names)) != len(names):
+        raise InputError(f"system names must be unique: {list(names)}")
+    schema = load_schema_or_none(settings.schema)
+    ctx = ScoringContext.from_schema(schema)
+    limits = settings.limits
+
+    with ExitStack() as frozen:  # gc_frozen() from the end of loading to the end of scoring
+        # millions of parsed objects and no cycles: the collector would only re-walk them
+        with gc_paused():
+            gold, loaded, calibration_rows, row_systems = _load_inputs(
+                pred_paths, gold_path, settings, schema
+            )
+            frozen.enter_context(gc_frozen())  # before the collector is back: it would walk them
+        final_names = list(names) if names else system_names(pred_paths, row_systems)
+
+        from eval.calibration import calibration_summary  # confidence and validation flag
+
+        systems: list[SystemResult] = []
+        for name, (p, samples) in zip(final_names, loaded, strict=True):
+            t0 = time.perf_counter()
+            run = score_samples(samples, ctx, workers=settings.workers, desc=f"scoring {name}")
+            log.info(
+                "%s: %d samples scored in %.1f s", name, len(samples), time.perf_counter() - t0
+            )
+            systems.append(SystemResult(name, p, samples, run.scores, run.fields))
+        for sr, rows in zip(systems, calibration_rows, strict=True):
+            sr.summary = summarize(sr, settings)
+            sr.summary["calibration"] = calibration_summary(sr.file, gold, schema, rows=rows)
 
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,

@@ -1,3 +1,4 @@
+import gc
 import json
 
 import pytest
@@ -8,6 +9,8 @@ from data_tools.jsonl import (
     atomic_write_text,
     drop_torn_tail,
     dumps_line,
+    gc_frozen,
+    gc_paused,
     read_jsonl,
     write_jsonl_atomic,
 )
@@ -104,3 +107,32 @@ def test_drop_torn_tail_long_lines(tmp_path):
         fh.write(b'{"v": "' + b"y" * 150_000)
     assert drop_torn_tail(p) is True
     assert [o for _, o in read_jsonl(p)] == [big]
+
+
+def test_gc_paused_restores_the_collector_even_on_error():
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_gc_frozen_freezes_once_and_only_the_outermost_block_unfreezes():
+    assert gc.get_freeze_count() == 0
+    with gc_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with gc_frozen():  # nested: nothing more to do, and it must not unfreeze
+            pass
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), gc_frozen():
+        raise RuntimeError("boom")
+    assert gc.get_freeze_count() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import re
 from pathlib import Path
@@ -120,6 +121,7 @@ def test_names_and_errors(files: dict[str, Path], caplog: pytest.LogCaptureFixtu
                "--out-dir", str(out), "--bootstrap", "0", "--workers", "1"])  # fmt: skip
     assert rc == 0
     assert list(json.loads((out / "metrics.json").read_text("utf-8"))["systems"]) == ["A"]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     bad = files["gold"].parent / "bad.jsonl"
     bad.write_text('{"id": "d1", "prompt": "describe the image"}\n', "utf-8")
     rc = main(
@@ -127,6 +129,8 @@ def test_names_and_errors(files: dict[str, Path], caplog: pytest.LogCaptureFixtu
     )
     assert rc == 2
     assert "bad.jsonl:1" in caplog.text
+    # loading pauses and freezes the garbage collector: a failed load leaves it as it was
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_megemini_format(tmp_path: Path) -> None:
