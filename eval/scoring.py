@@ -10,6 +10,7 @@ samples, in worker processes when there are enough of them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_tools.jsonl import gc_frozen
+from data_tools.jsonl import gc_frozen, gc_paused
 from data_tools.normalize import normalize_value
 from data_tools.prompts import requested_paths
 from eval.align import HALLUCINATED, ITEM, MISS, TN, TP, WRONG, Normalizer, align
@@ -333,9 +334,15 @@ def score_samples(
         try:
             with gc_frozen() if _SHARED is not None else nullcontext():
                 warm_up()
-                with ProcessPoolExecutor(
-                    max_workers=min(workers, len(chunks)), mp_context=mp_context
-                ) as pool:
+                # the results coming back are acyclic too; the workers collect as usual
+                with (
+                    gc_paused(),
+                    ProcessPoolExecutor(
+                        max_workers=min(workers, len(chunks)),
+                        mp_context=mp_context,
+                        initializer=gc.enable,
+                    ) as pool,
+                ):
                     parts: Iterable[ScoredRun]
                     if _SHARED is not None:  # forked workers inherit the chunks: no pickling
                         parts = pool.map(_score_shared, range(len(chunks)))

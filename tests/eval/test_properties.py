@@ -99,3 +99,24 @@ def test_worker_processes_give_the_serial_scores() -> None:
     assert {k: v.stats for k, v in pooled.fields.items()} == {
         k: v.stats for k, v in serial.fields.items()
     }
+    # the parent pauses its collector while results come in; the workers collect (tree
+    # building makes reference cycles), and the parent's collector is back afterwards
+    import gc
+
+    import eval.scoring as scoring
+
+    real_chunk = scoring._score_chunk
+
+    def chunk_and_collector_state(args: tuple) -> object:
+        run = real_chunk(args)
+        for sc in run.scores:
+            sc.stats["gc_on"] = float(gc.isenabled())
+        return run
+
+    scoring._score_chunk = chunk_and_collector_state  # forked workers inherit the module
+    try:
+        checked = score_samples(samples, CTX, workers=2, chunk_size=25)
+    finally:
+        scoring._score_chunk = real_chunk
+    assert [s.stats["gc_on"] for s in checked.scores] == [1.0] * len(samples)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
