@@ -145,7 +145,13 @@ def summarize(result: SystemResult, settings: ScoreSettings) -> dict[str, Any]:
         for s, sc in zip(samples, scores, strict=True):
             by[getattr(s, attr)].append(sc.stats)
         return {
-            g: {"n_samples": len(items), **evaluate(_sum_stats(items, SAMPLE_STATS))}
+            g: {
+                "n_samples": len(items),
+                # one group of every sample: the same sums, in the same order, as the totals
+                **evaluate(
+                    totals if len(items) == len(scores) else _sum_stats(items, SAMPLE_STATS)
+                ),
+            }
             for g, items in sorted(by.items())
         }
 
