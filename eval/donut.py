@@ -197,6 +197,7 @@ def tree_of(value: Any) -> DonutTree:
     label_of: list[int] = []  # a leaf's index in texts; another node's label id
     cost: list[int] = []
     texts: list[str] = []
+    keyroots: list[int] = []  # every child but a parent's first, then the root: in order
     ids = _LABEL_IDS
 
     def keys(data: dict[Any, Any], path: str) -> int:
@@ -231,8 +232,12 @@ def tree_of(value: Any) -> DonutTree:
                 close(key, left)
             else:
                 left = member(value, key, f"{path}.{key}" if path else key)
+                if left < 0:
+                    continue  # nothing kept
             if first < 0:
                 first = left
+            else:  # a later sibling: the node just closed is a keyroot
+                keyroots.append(len(lmd) - 1)
         return first
 
     def close(label: str, first: int) -> int:
@@ -303,6 +308,8 @@ def tree_of(value: Any) -> DonutTree:
                 left = close("<subtree>", left)
                 if first < 0:
                     first = left
+                else:
+                    keyroots.append(len(lmd) - 1)
             return first
         for item in data:
             if type(item) in (str, int, float):
@@ -311,6 +318,8 @@ def tree_of(value: Any) -> DonutTree:
                     left = leaf(text, path)
                     if first < 0:
                         first = left
+                    else:
+                        keyroots.append(left)
         return first
 
     if not value:
@@ -321,24 +330,26 @@ def tree_of(value: Any) -> DonutTree:
         close("<root>", items(value, ""))
     else:
         close("<root>", leaf(str(value).strip(), ""))
-    return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
+    keyroots.append(len(lmd) - 1)
+    return _tree(labels, lmd, keyroots, leaf_flags, label_of, cost, texts, flat)
 
 
 def _tree(
     labels: list[str],
     lmd: list[int],
+    keyroots: list[int],
     leaf_flags: list[bool],
     label_of: list[int],
     cost: list[int],
     texts: list[str],
     flat: list[tuple[str, Any]],
 ) -> DonutTree:
-    """The ``DonutTree`` of per-node lists; the keyroots are the last node of each lmd."""
-    last_with_lmd = dict(zip(lmd, range(len(lmd)), strict=True))
+    """The ``DonutTree`` of per-node lists. ``keyroots``, sorted: the root and every node
+    that is not its parent's first child (the highest node of each leftmost path)."""
     return DonutTree(
         labels,
         np.array(lmd, dtype=np.int64),
-        np.array(sorted(last_with_lmd.values()), dtype=np.int64),
+        np.array(keyroots, dtype=np.int64),
         np.array(leaf_flags, dtype=bool),
         np.array(label_of, dtype=np.int64),
         np.array(cost, dtype=np.int64),

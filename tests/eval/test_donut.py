@@ -236,4 +236,7 @@ def _two_step_tree(normalized: object) -> DonutTree:
     ]
     lengths = iter(len(t) for t in texts)
     cost = [next(lengths) if leaf else 1 for leaf in leaf_flags]
-    return _tree(labels, lmd, leaf_flags, label_of, cost, texts, flat)
+    last_with_lmd = dict(zip(lmd, range(len(lmd)), strict=True))  # keyroots by definition
+    return _tree(
+        labels, lmd, sorted(last_with_lmd.values()), leaf_flags, label_of, cost, texts, flat
+    )
