@@ -277,8 +277,7 @@ def warm_up() -> None:
     align_warm_up()
     _anls_star({"a": ["x", "y", "z", "w", "v"]}, {"a": ["y", "x", "z", "w", "v"]})  # munkres
     tree = tree_of({"a": "x"})
-    for decomposition in ("auto", "right"):  # numba compiles or loads its cache: every kernel
-        donut_ted(tree, tree, decomposition=decomposition)
+    donut_ted(tree, tree)  # numba compiles its one kernel, or loads it from its cache
 
 
 def _pool_context() -> Any:

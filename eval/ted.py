@@ -18,8 +18,9 @@ equal, else 1.
 Precomputing the leaf distances once per tree pair is what makes this fast: the classic
 implementation (the ``zss`` package Donut uses) calls a Python cost function - with a
 pure-Python string edit distance inside - for every cell of every forest table,
-recomputing the same pair many times. When numba is installed the DP is compiled as well
-(with the small helpers that mirror a tree; all loaded from numba's on-disk cache after
+recomputing the same pair many times. When numba is installed the DP is compiled as well,
+together with the small helpers that choose the decomposition and mirror a tree, into one
+kernel (``_compiled_ted``: one call per tree pair; loaded from numba's on-disk cache after
 the first run); without numba the same functions run as Python (same numbers, many times
 slower). Both trees are mirrored first when the DP needs fewer cells on the mirrored pair
 (``tree_edit_distance``'s ``decomposition``).
@@ -165,21 +166,44 @@ def mirrored(lmd, cost, leaf, label):  # fmt: skip
     return m_lmd, np.flatnonzero(is_keyroot), m_cost, m_leaf, m_label
 
 
-def _oriented(trees: tuple, mode: int, jit: Any) -> tuple:
-    """The ten tree arrays as given (mode 1, left paths) or both trees mirrored (mode 2,
-    right paths); mode 0 takes whichever needs fewer DP cells. ``jit`` wraps the helpers
-    (numba's compiler, or the identity for the Python loop)."""
+def _decomposition(lmd1, keyroots1, lmd2, keyroots2):  # fmt: skip
+    """1 (left paths) or 2 (both trees mirrored: right paths), whichever fills fewer DP
+    cells; the left paths on a tie."""
+    right = _mirrored_cells(lmd1) * _mirrored_cells(lmd2)
+    return 2 if right < relevant_cells(lmd1, keyroots1) * relevant_cells(lmd2, keyroots2) else 1
+
+
+def _compiled_ted(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2,
+                  leaf_dist, n_leaves2, mode):  # fmt: skip
+    """The whole distance in one compiled call (numba only: one dispatch, no boxing of the
+    mirrored arrays): ``mode`` 0 chooses (``_decomposition``), 1 left paths, 2 right."""
+    if mode == 0:
+        mode = _decomposition(lmd1, keyroots1, lmd2, keyroots2)
+    if mode == 2:
+        lmd1, keyroots1, cost1, leaf1, label1 = mirrored(lmd1, cost1, leaf1, label1)
+        lmd2, keyroots2, cost2, leaf2, label2 = mirrored(lmd2, cost2, leaf2, label2)
+    n1 = len(lmd1)
+    n2 = len(lmd2)
+    td = np.zeros(n1 * n2, dtype=np.int64)
+    fd = np.zeros((n1 + 1) * (n2 + 1), dtype=np.int64)
+    return _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1,
+                         label2, leaf_dist, n_leaves2, td, fd)  # fmt: skip
+
+
+def _python_ted(trees: tuple, leaf_dist: np.ndarray, mode: int) -> int:
+    """The same steps as ``_compiled_ted``, as Python over lists (tests; no numba)."""
     lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2 = trees
     if mode == 0:
-        cells, right_cells = jit(relevant_cells), jit(_mirrored_cells)
-        right = right_cells(lmd1) * right_cells(lmd2)
-        mode = 2 if right < cells(lmd1, keyroots1) * cells(lmd2, keyroots2) else 1
-    if mode == 1:
-        return trees
-    mirror = jit(mirrored)
-    lmd1, keyroots1, cost1, leaf1, label1 = mirror(lmd1, cost1, leaf1, label1)
-    lmd2, keyroots2, cost2, leaf2, label2 = mirror(lmd2, cost2, leaf2, label2)
-    return lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2
+        mode = _decomposition(lmd1, keyroots1, lmd2, keyroots2)
+    if mode == 2:
+        lmd1, keyroots1, cost1, leaf1, label1 = mirrored(lmd1, cost1, leaf1, label1)
+        lmd2, keyroots2, cost2, leaf2, label2 = mirrored(lmd2, cost2, leaf2, label2)
+    oriented = (lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2)
+    lists = [np.asarray(x).tolist() for x in oriented]
+    n1, n2 = len(lmd1), len(lmd2)
+    td, fd = [0] * (n1 * n2), [0] * ((n1 + 1) * (n2 + 1))
+    dist = np.asarray(leaf_dist).reshape(-1).tolist()
+    return int(_zhang_shasha(*lists, dist, leaf_dist.shape[1], td, fd))
 
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -192,23 +216,23 @@ def _jit(fn: Any) -> Any:
         import numba
 
         if not _compiled:
-            _register_unsigned_index()
+            _register_helpers()
         _compiled[fn.__name__] = numba.njit(cache=True, nogil=True)(fn)
     return _compiled[fn.__name__]
 
 
-def _register_unsigned_index() -> None:
-    """Compiled, ``_index(v)`` is ``v`` as uint64 (a no-op in machine code)."""
-    from numba.extending import overload
+def _register_helpers() -> None:
+    """Make this module's helpers callable from compiled code (they stay plain Python
+    functions when called from Python); compiled, ``_index(v)`` is ``v`` as uint64 (a
+    no-op in machine code)."""
+    from numba.extending import overload, register_jitable
+
+    for helper in (_zhang_shasha, relevant_cells, _mirrored_cells, mirrored, _decomposition):
+        register_jitable(helper)
 
     @overload(_index)
     def _unsigned(value):  # no annotations: numba compares this signature with the lambda's
         return lambda value: np.uint64(value)
-
-
-def compiled_dp() -> Any:
-    """The numba-compiled DP."""
-    return _jit(_zhang_shasha)
 
 
 def tree_edit_distance(
@@ -246,19 +270,12 @@ def tree_edit_distance(
     mode = _DECOMPOSITIONS.get(decomposition)
     if mode is None:
         raise ValueError(f"decomposition must be auto, left or right, not {decomposition!r}")
-    n_leaves2 = leaf_dist.shape[1]
     use_numba = HAVE_NUMBA if compiled is None else (compiled and HAVE_NUMBA)
     trees = (lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2)
-    if use_numba:
-        trees = _oriented(trees, mode, _jit)
-        dist = np.ascontiguousarray(leaf_dist, dtype=np.int64).reshape(-1)
-        td = np.zeros(n1 * n2, dtype=np.int64)
-        fd = np.zeros((n1 + 1) * (n2 + 1), dtype=np.int64)
-        return int(compiled_dp()(*trees, dist, n_leaves2, td, fd))
-    lists = [np.asarray(x).tolist() for x in _oriented(trees, mode, lambda fn: fn)]
-    dist_list = np.asarray(leaf_dist).reshape(-1).tolist()
-    td_list, fd_list = [0] * (n1 * n2), [0] * ((n1 + 1) * (n2 + 1))
-    return int(_zhang_shasha(*lists, dist_list, n_leaves2, td_list, fd_list))
+    if not use_numba:
+        return _python_ted(trees, leaf_dist, mode)
+    dist = np.ascontiguousarray(leaf_dist, dtype=np.int64)
+    return int(_jit(_compiled_ted)(*trees, dist.reshape(-1), dist.shape[1], mode))
 
 
 _DECOMPOSITIONS = {"auto": 0, "left": 1, "right": 2}
