@@ -476,15 +476,17 @@ def _assignment(avg: Any) -> list[tuple[int, int]]:
 
     For 16 cells or more munkres 3.0.0 hands the cost matrix to its C kernel; we hand it the
     same matrix as a numpy array (no per-cell Python validation, which is most of its time).
-    Anything else (another munkres, no kernel, a declined problem) takes the public call.
+    Anything else (fewer cells, another munkres, no kernel, a declined problem) takes the
+    public ``compute``, given the cost matrix made by numpy: the same floats as
+    ``make_cost_matrix``, whose per-cell checks were most of a small matching's time.
     """
     import munkres
 
     n, m = avg.shape
+    cost = avg.max() - avg  # make_cost_matrix: max(matrix) - value, cell by cell (all finite)
     if munkres.__version__ == "3.0.0" and n * m >= 16:
         from munkres import _native
 
-        cost = avg.max() - avg  # make_cost_matrix: max(matrix) - value, cell by cell
         transposed = n > m  # munkres solves rows <= columns
         got = _native.solve_array(cost.T.copy() if transposed else cost)
         if got is not None and got is not _native.FAILED:
@@ -492,5 +494,5 @@ def _assignment(avg: Any) -> list[tuple[int, int]]:
             if transposed:
                 return sorted((c, r) for r, c in enumerate(r2c))
             return list(enumerate(r2c))
-    pairs = munkres.Munkres().compute(munkres.make_cost_matrix(avg.tolist()))
+    pairs = munkres.Munkres().compute(cost.tolist())  # the same floats as make_cost_matrix's
     return [(int(i), int(j)) for i, j in pairs]

@@ -149,6 +149,10 @@ def test_assignment_is_the_packages_on_ties() -> None:
         n, m = (int(x) for x in rng.integers(1, 10, size=2))
         avg = rng.choice([0.0, 0.25, 0.5, 1.0, float(np.nextafter(1.0, 2.0))], size=(n, m))
         assert _assignment(avg) == Munkres().compute(make_cost_matrix(avg.tolist()))
+        # arbitrary means too: the cost matrix numpy makes is make_cost_matrix's, float for float
+        avg = rng.random((n, m)) * rng.choice([1e-9, 1.0, 3.0])
+        assert (avg.max() - avg).tolist() == make_cost_matrix(avg.tolist())
+        assert _assignment(avg) == Munkres().compute(make_cost_matrix(avg.tolist()))
 
 
 @settings(max_examples=500, deadline=None)
