@@ -159,13 +159,18 @@ class _Scorer:
         length = 0
         for k in [*g, *(k for k in p if k not in g)]:
             gv, pv = g.get(k), p.get(k)
+            if type(gv) is str and type(pv) is str:  # most keys: nls of two leaves, inline
+                values.append(1.0 if gv == pv else _leaf_score(self.text(gv), self.text(pv)))
+                length += 1
+                chosen[k] = gv
+                continue
             if k not in g and pv in _NONEY:  # a predicted-only null key: length only
                 length += max(1, _length(pv))
                 continue
             v, c, n = self.nls(gv, pv)
             values.extend(v)
             length += n
-            if not (c in _NONEY and k not in p):
+            if k in p or c not in _NONEY:
                 chosen[k] = c
         return values, chosen, length
 
