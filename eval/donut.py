@@ -116,8 +116,15 @@ def donut_f1_counts(pred: Any, gold: Any) -> DonutF1Counts:
     """TP = size of the multiset intersection of flattened (key, value) pairs."""
     p = flatten(normalize_dict(pred))
     g = flatten(normalize_dict(gold))
-    tp = sum((Counter(p) & Counter(g)).values())
-    return DonutF1Counts(tp=tp, n_pred=len(p), n_gold=len(g))
+    return DonutF1Counts(tp=_matched(p, g), n_pred=len(p), n_gold=len(g))
+
+
+def _matched(pred: list[Any], gold: list[Any]) -> int:
+    """Size of the multiset intersection: ``sum((Counter(pred) & Counter(gold)).values())``,
+    as the gold count minus what the prediction leaves unmatched (one Counter, not three)."""
+    left = Counter(gold)
+    left.subtract(pred)
+    return len(gold) - sum(n for n in left.values() if n > 0)
 
 
 def donut_f1_from_counts(tp: float, fn_or_fp: float) -> float:
@@ -393,8 +400,9 @@ def donut_scores(pred: Any, gold: Any) -> tuple[DonutF1Counts, float]:
         n = len(fg)
         nted = 0.0 if int(gold_tree.node_cost[:-1].sum()) == 0 else 1.0
         return DonutF1Counts(n, n, n), nted
-    tp = sum((Counter(fp) & Counter(fg)).values())
-    return DonutF1Counts(tp, len(fp), len(fg)), _nted_trees(pred_tree, gold_tree, None)
+    return DonutF1Counts(_matched(fp, fg), len(fp), len(fg)), _nted_trees(
+        pred_tree, gold_tree, None
+    )
 
 
 def _nted_trees(pred_tree: DonutTree, gold_tree: DonutTree, compiled: bool | None) -> float:

@@ -240,3 +240,16 @@ def _two_step_tree(normalized: object) -> DonutTree:
     return _tree(
         labels, lmd, sorted(last_with_lmd.values()), leaf_flags, label_of, cost, texts, flat
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pred=st.lists(st.sampled_from([("a", "1"), ("a", "2"), ("b", "1"), ("", "")]), max_size=8),
+    gold=st.lists(st.sampled_from([("a", "1"), ("a", "2"), ("b", "1"), ("", "")]), max_size=8),
+)
+def test_matched_pairs_are_the_multiset_intersection(pred: list, gold: list) -> None:
+    from collections import Counter
+
+    from eval.donut import _matched
+
+    assert _matched(pred, gold) == sum((Counter(pred) & Counter(gold)).values())
