@@ -81,6 +81,7 @@ class Normalizer:
         self._values: dict[tuple[str, str], str] = {}
         self._types: dict[tuple[str, ...], str] = {}
         self._fields: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._children: dict[tuple[str, ...], _ChildTypes] = {}
 
     def ftype(self, path: tuple[str, ...]) -> str:
         t = self._types.get(path)
@@ -90,6 +91,13 @@ class Normalizer:
 
     def field(self, path: tuple[str, ...]) -> str:
         return self.leaf_info(path)[1]
+
+    def child_types(self, path: tuple[str, ...]) -> dict[str, str]:
+        """key -> type of ``(*path, key)``: a dict's leaves looked up by key alone."""
+        types = self._children.get(path)
+        if types is None:
+            types = self._children[path] = _ChildTypes(self, path)
+        return types
 
     def leaf_info(self, path: tuple[str, ...]) -> tuple[str, str]:
         """(type, field name) of a leaf path: one lookup per leaf."""
@@ -118,6 +126,19 @@ class Normalizer:
         if out is None:
             out = self._values[key] = self._normalize(text, ftype)
         return out
+
+
+class _ChildTypes(dict[str, str]):
+    """``Normalizer.child_types``: filled on first use of each key."""
+
+    def __init__(self, norm: Normalizer, path: tuple[str, ...]) -> None:
+        super().__init__()
+        self._norm = norm
+        self._path = path
+
+    def __missing__(self, key: str) -> str:
+        t = self[key] = self._norm.ftype((*self._path, key))
+        return t
 
 
 @dataclass
@@ -223,6 +244,11 @@ def _leaf(
 def _flat_leaves(v: Any, path: tuple[str, ...], norm: Normalizer) -> dict[tuple[str, ...], str]:
     """Flattened normalised leaves of one list item (nested lists become one sorted string)."""
     out: dict[tuple[str, ...], str] = {}
+    if type(v) is dict and not any(isinstance(x, (dict, list)) for x in v.values()):
+        types = norm.child_types(path)  # a flat item (a line item): no walk, no path tuples
+        for k, x in v.items():
+            out[(k,)] = norm.value(x, types[k])
+        return out
 
     def walk(x: Any, here: tuple[str, ...]) -> None:
         if isinstance(x, dict):
