@@ -87,6 +87,9 @@ class ParsedOutput:
     value: Any
     raw: str
     report: ParseReport
+    # (nesting depth, leaves) of `value` (`json_size`), measured whole by the depth bound
+    # check; None when there is no value
+    size: tuple[int, int] | None = None
 
 
 class _DuplicateRecorder:
@@ -164,9 +167,12 @@ def _decoder(limits: ParseLimits, rec: _DuplicateRecorder | None = None) -> json
     )
 
 
-def _check_depth(value: Any, limits: ParseLimits) -> None:
-    if json_depth(value, limits.max_depth) > limits.max_depth:
+def _check_depth(value: Any, limits: ParseLimits) -> tuple[int, int]:
+    """``json_size(value)``, whole (the walk stops early only past the bound: an error)."""
+    size = json_size(value, max_depth=limits.max_depth)
+    if size[0] > limits.max_depth:
         raise JsonLimitError(f"JSON nested deeper than {limits.max_depth} levels")
+    return size
 
 
 def loads_bounded(
@@ -177,6 +183,13 @@ def loads_bounded(
 ) -> Any:
     """`json.loads` that cannot blow up: raises `json.JSONDecodeError` for invalid JSON and
     `JsonLimitError` (a ValueError naming the bound) for text past `limits`."""
+    return _loads_sized(text, limits, object_pairs_hook)[0]
+
+
+def _loads_sized(
+    text: str | bytes, limits: ParseLimits, object_pairs_hook: Any
+) -> tuple[Any, tuple[int, int]]:
+    """`loads_bounded`, and the value's (depth, leaves)."""
     if isinstance(text, bytes | bytearray):
         try:
             text = bytes(text).decode("utf-8")
@@ -189,26 +202,28 @@ def loads_bounded(
         value = decoder.decode(text)
     except RecursionError:
         raise JsonLimitError(f"JSON nested deeper than {limits.max_depth} levels") from None
-    _check_depth(value, limits)
-    return value
+    return value, _check_depth(value, limits)
 
 
-def _loads(text: str, limits: ParseLimits) -> tuple[Any, _DuplicateRecorder]:
+_Found = tuple[Any, "_DuplicateRecorder", tuple[int, int]]  # value, its duplicate keys, size
+
+
+def _loads(text: str, limits: ParseLimits) -> _Found:
     rec = _DuplicateRecorder()
-    return loads_bounded(text, limits, object_pairs_hook=rec), rec
+    value, size = _loads_sized(text, limits, rec)
+    return value, rec, size
 
 
-def _raw_decode(text: str, start: int, limits: ParseLimits) -> tuple[Any, _DuplicateRecorder]:
+def _raw_decode(text: str, start: int, limits: ParseLimits) -> _Found:
     rec = _DuplicateRecorder()
     try:
         value, _ = _decoder(limits, rec).raw_decode(text, start)
     except RecursionError:
         raise JsonLimitError(f"JSON nested deeper than {limits.max_depth} levels") from None
-    _check_depth(value, limits)
-    return value, rec
+    return value, rec, _check_depth(value, limits)
 
 
-def _embedded(text: str, limits: ParseLimits) -> tuple[Any, _DuplicateRecorder] | None:
+def _embedded(text: str, limits: ParseLimits) -> _Found | None:
     """Fenced or embedded JSON; a JsonLimitError of a candidate is re-raised at the end."""
     limit_error: JsonLimitError | None = None
     for m in _FENCE.finditer(text):
@@ -222,14 +237,14 @@ def _embedded(text: str, limits: ParseLimits) -> tuple[Any, _DuplicateRecorder] 
         if i >= limits.max_embedded_starts:
             break
         try:
-            value, rec = _raw_decode(text, m.start(), limits)
+            found = _raw_decode(text, m.start(), limits)
         except JsonLimitError as e:
             limit_error = limit_error or e
             continue
         except json.JSONDecodeError:
             continue
-        if isinstance(value, dict | list):
-            return value, rec
+        if isinstance(found[0], dict | list):
+            return found
     if limit_error is not None:
         raise limit_error
     return None
@@ -252,12 +267,11 @@ def text_depth(text: str, limit: int) -> int:
     return deepest
 
 
-def _repair(candidate: str, limits: ParseLimits) -> Any:
+def _repair(candidate: str, limits: ParseLimits) -> tuple[Any, tuple[int, int]]:
     if text_depth(candidate, limits.max_depth) > limits.max_depth:
         raise JsonLimitError(f"JSON nested deeper than {limits.max_depth} levels")
     value = json_repair.loads(candidate)
-    _check_depth(value, limits)
-    return value
+    return value, _check_depth(value, limits)
 
 
 def parse_model_output(
@@ -291,9 +305,9 @@ def _parse(raw: str, truncated: bool, limits: ParseLimits, failed: Any) -> Parse
         return failed("empty output")
 
     try:
-        value, rec = _loads(stripped, limits)
+        value, rec, size = _loads(stripped, limits)
         return ParsedOutput(
-            value, raw, ParseReport("strict", truncated, rec.duplicates, rec.conflicting)
+            value, raw, ParseReport("strict", truncated, rec.duplicates, rec.conflicting), size
         )
     except JsonLimitError as exc:
         return failed(str(exc))
@@ -305,11 +319,12 @@ def _parse(raw: str, truncated: bool, limits: ParseLimits, failed: Any) -> Parse
     except JsonLimitError as exc:
         return failed(f"{exc} ({strict_error})")
     if found is not None:
-        value, rec = found
+        value, rec, size = found
         return ParsedOutput(
             value,
             raw,
             ParseReport("embedded", truncated, rec.duplicates, rec.conflicting, strict_error),
+            size,
         )
 
     fenced = _FENCE.search(stripped)
@@ -322,11 +337,11 @@ def _parse(raw: str, truncated: bool, limits: ParseLimits, failed: Any) -> Parse
             f"{limits.max_repair_chars} ({strict_error})"
         )
     try:
-        value = _repair(candidate, limits)
+        value, size = _repair(candidate, limits)
     except JsonLimitError as exc:
         return failed(f"{exc} ({strict_error})")
     except Exception as exc:  # json_repair raises rarely (RecursionError, int digits)
         return failed(f"repair failed ({type(exc).__name__}) ({strict_error})")
     if value in ("", None) or not isinstance(value, dict | list):
         return failed(f"no JSON found ({strict_error})")
-    return ParsedOutput(value, raw, ParseReport("repaired", truncated, error=strict_error))
+    return ParsedOutput(value, raw, ParseReport("repaired", truncated, error=strict_error), size)

@@ -101,9 +101,16 @@ class Limits:
             )
         return None
 
-    def check_value(self, value: Any) -> str | None:
+    def check_value(self, value: Any, size: tuple[int, int] | None = None) -> str | None:
         """The first limit ``value`` breaks (``json_size``: any depth, stops at the limit),
-        or None."""
+        or None. ``size``: its whole (depth, leaves) if already measured (the parser's
+        ``ParsedOutput.size``): within both limits, the value is not walked again."""
+        if size is not None:
+            depth, leaves = size
+            if (not self.max_leaves or leaves <= self.max_leaves) and (
+                not self.max_depth or depth <= self.max_depth
+            ):
+                return None
         depth, leaves = json_size(value, max_depth=self.max_depth, max_leaves=self.max_leaves)
         if self.max_leaves and leaves > self.max_leaves:
             return f"prediction has more than max_leaves={self.max_leaves:,} leaves; scored as {{}}"
@@ -147,13 +154,14 @@ def sample_from_record(
     truncated = bool(parse.get("truncated"))
     dups: list[str] = []
     conflicts: list[str] = []
+    size = None  # (depth, leaves) of the parsed value, when the parser measured it
     if isinstance(raw, str):
         error = limits.check_raw(raw)
         if error:
             value, method = None, "refused"
         else:
             parsed = parse_model_output(raw, finish_reason=row.get("finish_reason"))
-            value, method = parsed.value, parsed.report.method
+            value, method, size = parsed.value, parsed.report.method, parsed.size
             truncated = parsed.report.truncated or truncated
             dups = parsed.report.duplicate_keys
             conflicts = parsed.report.conflicting_duplicate_keys
@@ -164,7 +172,7 @@ def sample_from_record(
     else:
         value, method = None, "failed"
     if value is not None and method != "refused":
-        error = limits.check_value(value)
+        error = limits.check_value(value, size)
         if error:
             value, method = None, "refused"
     stages = row.get("stage_latency_s") if isinstance(row.get("stage_latency_s"), dict) else {}

@@ -166,3 +166,20 @@ def test_json_size_is_depth_and_leaves(value: object, bound: int) -> None:
     assert json_size(value) == (depth, leaves)
     assert (json_size(value, max_depth=bound)[0] > bound) == (depth > bound)
     assert (json_size(value, max_leaves=bound)[1] > bound) == (leaves > bound)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_VALUES, how=st.sampled_from(["strict", "fenced", "truncated"]))
+def test_parsed_output_carries_the_whole_size_of_its_value(value: object, how: str) -> None:
+    """``ParsedOutput.size`` is ``json_size(value)`` (what the scorer's limits then reuse
+    instead of walking the value again), whichever way the value was found."""
+    text = json.dumps({"k": value}, ensure_ascii=False)
+    if how == "fenced":
+        text = f"Here:\n```json\n{text}\n```"
+    elif how == "truncated":
+        text = text[: max(2, len(text) * 2 // 3)]
+    parsed = parse_model_output(text)
+    if parsed.value is None:
+        assert parsed.size is None
+    else:
+        assert parsed.size == json_size(parsed.value)

@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_tools.predictions import PredictionRow
 from data_tools.records import LabelRecord, write_labels
 from eval.loaders import Limits, read_gold, read_prediction_file
 from eval.score import main
+from tests.eval.strategies import JSON_VALUES
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -141,3 +144,16 @@ def test_limits_refuse_one_sample_and_score_the_others(
     # a limit that is not a setting: a clear error naming the nearest key
     rc = main(["--gold", str(gold), "--pred", str(p), "--out-dir", str(out), "max_leaf=3"])
     assert rc == 2 and "max_leaves" in caplog.text
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES, depth=st.integers(0, 4), leaves=st.integers(0, 6))
+def test_limits_trust_a_measured_size_only_to_accept(
+    value: object, depth: int, leaves: int
+) -> None:
+    """Given the parser's whole (depth, leaves), a value within both limits is accepted
+    without a walk; any other gets the walk, so the message is the one it always was."""
+    from data_tools.parsing import json_size
+
+    limits = Limits(max_depth=depth, max_leaves=leaves)
+    assert limits.check_value(value, json_size(value)) == limits.check_value(value)
