@@ -201,34 +201,35 @@ def _decomposition(lmd1, keyroots1, lmd2, keyroots2):  # fmt: skip
     return 2 if right < relevant_cells(lmd1, keyroots1) * relevant_cells(lmd2, keyroots2) else 1
 
 
-def _compiled_ted(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2,
-                  leaf_dist, n_leaves2, mode):  # fmt: skip
-    """The whole distance in one compiled call (numba only: one dispatch, no boxing of the
-    mirrored arrays): ``mode`` 0 chooses (``_decomposition``), 1 left paths, 2 right."""
+def _oriented(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2,
+              mode):  # fmt: skip
+    """The ten tree arrays for the DP: as given (``mode`` 1, left paths) or both trees
+    mirrored (2, right paths); 0 chooses (``_decomposition``). Compiled or Python alike."""
     if mode == 0:
         mode = _decomposition(lmd1, keyroots1, lmd2, keyroots2)
     if mode == 2:
         lmd1, keyroots1, cost1, leaf1, label1 = mirrored(lmd1, cost1, leaf1, label1)
         lmd2, keyroots2, cost2, leaf2, label2 = mirrored(lmd2, cost2, leaf2, label2)
-    n1 = len(lmd1)
-    n2 = len(lmd2)
+    return lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2
+
+
+def _compiled_ted(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2,
+                  leaf_dist, n_leaves2, mode):  # fmt: skip
+    """The whole distance in one compiled call (numba only: one dispatch, no boxing of the
+    mirrored arrays)."""
+    trees = _oriented(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1,
+                      label2, mode)  # fmt: skip
+    n1 = len(trees[0])
+    n2 = len(trees[2])
     td = np.zeros(n1 * n2, dtype=np.int64)
     fd = np.zeros((n1 + 1) * (n2 + 1), dtype=np.int64)
-    return _zhang_shasha(lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1,
-                         label2, leaf_dist, n_leaves2, td, fd)  # fmt: skip
+    return _zhang_shasha(*trees, leaf_dist, n_leaves2, td, fd)
 
 
 def _python_ted(trees: tuple, leaf_dist: np.ndarray, mode: int) -> int:
     """The same steps as ``_compiled_ted``, as Python over lists (tests; no numba)."""
-    lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2 = trees
-    if mode == 0:
-        mode = _decomposition(lmd1, keyroots1, lmd2, keyroots2)
-    if mode == 2:
-        lmd1, keyroots1, cost1, leaf1, label1 = mirrored(lmd1, cost1, leaf1, label1)
-        lmd2, keyroots2, cost2, leaf2, label2 = mirrored(lmd2, cost2, leaf2, label2)
-    oriented = (lmd1, keyroots1, lmd2, keyroots2, cost1, cost2, leaf1, leaf2, label1, label2)
-    lists = [np.asarray(x).tolist() for x in oriented]
-    n1, n2 = len(lmd1), len(lmd2)
+    lists = [np.asarray(x).tolist() for x in _oriented(*trees, mode)]
+    n1, n2 = len(lists[0]), len(lists[2])
     td, fd = [0] * (n1 * n2), [0] * ((n1 + 1) * (n2 + 1))
     dist = np.asarray(leaf_dist).reshape(-1).tolist()
     return int(_zhang_shasha(*lists, dist, leaf_dist.shape[1], td, fd))
@@ -255,7 +256,8 @@ def _register_helpers() -> None:
     no-op in machine code)."""
     from numba.extending import overload, register_jitable
 
-    for helper in (_zhang_shasha, relevant_cells, _mirrored_cells, mirrored, _decomposition):
+    for helper in (_zhang_shasha, relevant_cells, _mirrored_cells, mirrored, _decomposition,
+                   _oriented):  # fmt: skip
         register_jitable(helper)
 
     @overload(_index)
