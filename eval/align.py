@@ -89,9 +89,6 @@ class Normalizer:
             t = self._types[path] = self._type_of(tuple(p for p in path if p != ITEM))
         return t
 
-    def field(self, path: tuple[str, ...]) -> str:
-        return self.leaf_info(path)[1]
-
     def child_types(self, path: tuple[str, ...]) -> dict[str, str]:
         """key -> type of ``(*path, key)``: a dict's leaves looked up by key alone."""
         types = self._children.get(path)
